@@ -1,0 +1,176 @@
+//! The command line: clap's definitions, turned into a typed [`Command`] before any work starts.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::index::IndexConfig;
+use crate::query::{QueryConfig, QueryOutput, TagsConfig};
+use crate::tag::TagPattern;
+
+/// Find which Windows driver uses a pool tag, from an index of driver binaries and Pooltag.txt.
+#[derive(Parser, Debug)]
+#[command(name = "pooltag", version, about, max_term_width = 100)]
+pub struct Args {
+    /// The database [default: $POOLTAG_DB, else the per-user data folder]
+    #[arg(long, global = true, value_name = "FILE")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CommandArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum CommandArgs {
+    /// Index the driver binaries and Pooltag.txt/localtag.txt files under ROOTs
+    #[command(after_help = "Example:\n  pooltag index C:\\Windows\\System32\\drivers")]
+    Index {
+        /// A tag file to read besides those found under the roots (any name)
+        #[arg(long = "pooltag-txt", value_name = "FILE")]
+        pooltag_txt: Vec<PathBuf>,
+        /// Directories or single files to index
+        #[arg(required = true, value_name = "ROOT")]
+        roots: Vec<PathBuf>,
+    },
+    /// Which drivers use a tag, and what Pooltag.txt says of it
+    #[command(
+        after_help = "Patterns: 1-4 characters padded with spaces (Irp = 'Irp '), \
+        ? for any one character, * for any rest (Afd?, Ul*), 0x41646641 for a tag value.\n\n\
+        Example:\n  pooltag query AfdA"
+    )]
+    Query {
+        /// Print one JSON array (see the README for the contract)
+        #[arg(long, conflicts_with = "list")]
+        json: bool,
+        /// Print only the paths of matching driver files, like findstr /m
+        #[arg(short = 'l', long = "files-with-matches")]
+        list: bool,
+        /// Match letters in any case
+        #[arg(short = 'i', long)]
+        ignore_case: bool,
+        /// Tags or tag patterns
+        #[arg(required = true, value_name = "PATTERN")]
+        patterns: Vec<String>,
+    },
+    /// The tags found in indexed files
+    #[command(after_help = "Example:\n  pooltag tags afd.sys")]
+    Tags {
+        /// Print one JSON array of {"path", "tag", "evidence"}
+        #[arg(long)]
+        json: bool,
+        /// Indexed files, by path or by file name
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+}
+
+/// One mode of pooltag, with everything it needs.
+#[derive(Debug)]
+pub enum Command {
+    Index(IndexConfig),
+    Query(QueryConfig),
+    Tags(TagsConfig),
+}
+
+impl Args {
+    /// Checks the arguments and resolves defaults (the database path, absolute roots).
+    pub fn into_command(self) -> Result<Command> {
+        let db = match self.db {
+            Some(db) => db,
+            None => default_database(|name| std::env::var_os(name))?,
+        };
+        Ok(match self.command {
+            CommandArgs::Index { pooltag_txt, roots } => Command::Index(IndexConfig {
+                db,
+                roots: roots
+                    .into_iter()
+                    .map(|r| Ok((r.display().to_string(), absolute(&r)?)))
+                    .collect::<Result<_>>()?,
+                tag_files: pooltag_txt
+                    .iter()
+                    .map(|p| absolute(p))
+                    .collect::<Result<_>>()?,
+                progress: true,
+            }),
+            CommandArgs::Query {
+                json,
+                list,
+                ignore_case,
+                patterns,
+            } => Command::Query(QueryConfig {
+                db,
+                patterns: patterns
+                    .iter()
+                    .map(|p| TagPattern::parse(p).map_err(|e| Error::new(e.to_string())))
+                    .collect::<Result<_>>()?,
+                ignore_case,
+                output: if list {
+                    QueryOutput::List
+                } else if json {
+                    QueryOutput::Json
+                } else {
+                    QueryOutput::Human
+                },
+            }),
+            CommandArgs::Tags { json, files } => Command::Tags(TagsConfig { db, files, json }),
+        })
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))
+}
+
+/// The database when `--db` is not given: `POOLTAG_DB`, else `pooltag/pooltag.db` in the
+/// per-user data folder (`%LOCALAPPDATA%` on Windows, `$XDG_DATA_HOME` or `~/.local/share` on
+/// Linux and other Unixes, `~/Library/Application Support` on macOS).
+pub fn default_database(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf> {
+    if let Some(db) = var("POOLTAG_DB").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(db));
+    }
+    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let folder = if cfg!(windows) {
+        set("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        set("HOME").map(|h| h.join("Library").join("Application Support"))
+    } else {
+        set("XDG_DATA_HOME").or_else(|| set("HOME").map(|h| h.join(".local").join("share")))
+    };
+    folder
+        .map(|f| f.join("pooltag").join("pooltag.db"))
+        .ok_or_else(|| {
+            Error::new("no per-user data folder (HOME or LOCALAPPDATA is not set); give --db FILE")
+        })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn database_location_follows_pooltag_db_then_xdg_then_home() {
+        let db = |vars| default_database(env(vars)).unwrap();
+        assert_eq!(
+            db(&[("POOLTAG_DB", "/x/p.db"), ("HOME", "/home/u")]),
+            PathBuf::from("/x/p.db")
+        );
+        assert_eq!(
+            db(&[("XDG_DATA_HOME", "/data"), ("HOME", "/home/u")]),
+            PathBuf::from("/data/pooltag/pooltag.db")
+        );
+        assert_eq!(
+            db(&[("HOME", "/home/u")]),
+            PathBuf::from("/home/u/.local/share/pooltag/pooltag.db")
+        );
+        assert!(default_database(env(&[])).is_err());
+    }
+}

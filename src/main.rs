@@ -1,0 +1,97 @@
+//! The `pooltag` binary: parse the command line, run one mode, map the outcome to grep's exit
+//! codes (0 found, 1 not found, 2 error). A closed standard output ends the run quietly.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use pooltag::cli::{Args, Command};
+use pooltag::error::{Error, Result};
+use pooltag::index::{self, IndexConfig};
+use pooltag::print;
+use pooltag::query::{self, QueryConfig, QueryOutput, TagsConfig};
+use pooltag::store::Database;
+
+/// Whether a mode found what it was asked for.
+enum Found {
+    Yes,
+    No,
+}
+
+fn main() -> ExitCode {
+    let outcome = Args::parse()
+        .into_command()
+        .and_then(|command| match command {
+            Command::Index(config) => run_index(&config),
+            Command::Query(config) => run_query(&config),
+            Command::Tags(config) => run_tags(&config),
+        });
+    match outcome {
+        Ok(Found::Yes) => ExitCode::SUCCESS,
+        Ok(Found::No) => ExitCode::from(1),
+        Err(Error::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pooltag: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `pooltag index`: build the database, print the summary line on stderr.
+fn run_index(config: &IndexConfig) -> Result<Found> {
+    let summary = index::run(config)?;
+    eprintln!("pooltag: {summary}; database {}", config.db.display());
+    Ok(Found::Yes)
+}
+
+/// `pooltag query`: the Pooltag.txt entries and driver files for the patterns.
+fn run_query(config: &QueryConfig) -> Result<Found> {
+    let db = Database::open(&config.db)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let found = match config.output {
+        QueryOutput::List => {
+            let paths = query::list_files(&db, &config.patterns, config.ignore_case)?;
+            print::paths(&mut out, &paths)?;
+            !paths.is_empty()
+        }
+        QueryOutput::Json | QueryOutput::Human => {
+            let answer = query::answer(&db, &config.patterns, config.ignore_case)?;
+            if config.output == QueryOutput::Json {
+                print::query_json(&mut out, &answer)?;
+            } else {
+                print::query_human(&mut out, &answer, &config.patterns)?;
+            }
+            !answer.entries.is_empty() || !answer.files.is_empty()
+        }
+    };
+    out.flush()?;
+    Ok(if found { Found::Yes } else { Found::No })
+}
+
+/// `pooltag tags`: every tag of the named indexed files. A file not in the index is reported and
+/// makes the exit status 1; the others are still printed.
+fn run_tags(config: &TagsConfig) -> Result<Found> {
+    let db = Database::open(&config.db)?;
+    let mut files = Vec::new();
+    let mut missing = false;
+    for given in &config.files {
+        match query::resolve_file(&db, given)? {
+            Some(file) => files.push((file.path, db.tags_of_file(file.id)?)),
+            None => {
+                eprintln!("pooltag: {given}: not in the index");
+                missing = true;
+            }
+        }
+    }
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if config.json {
+        print::tags_json(&mut out, &files)?;
+    } else {
+        for (path, tags) in &files {
+            print::tags_human(&mut out, path, tags)?;
+        }
+    }
+    out.flush()?;
+    Ok(if missing { Found::No } else { Found::Yes })
+}

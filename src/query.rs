@@ -1,0 +1,200 @@
+//! `pooltag query` and `pooltag tags`: answering from the database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::extract::Evidence;
+use crate::store::{Database, StoredEntry, StoredFile};
+use crate::tag::{Tag, TagPattern};
+
+/// How `pooltag query` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryOutput {
+    /// Pooltag.txt entries, then drivers, for a person.
+    Human,
+    /// The JSON contract of the README.
+    Json,
+    /// `-l`: matching driver paths only, like `findstr /m`.
+    List,
+}
+
+/// What `pooltag query` was asked.
+#[derive(Clone, Debug)]
+pub struct QueryConfig {
+    pub db: PathBuf,
+    pub patterns: Vec<TagPattern>,
+    pub ignore_case: bool,
+    pub output: QueryOutput,
+}
+
+/// What `pooltag tags` was asked.
+#[derive(Clone, Debug)]
+pub struct TagsConfig {
+    pub db: PathBuf,
+    pub files: Vec<String>,
+    pub json: bool,
+}
+
+/// One driver file holding a matching tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMatch {
+    pub tag: Tag,
+    pub path: String,
+    pub evidence: Evidence,
+}
+
+/// Everything a query found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryAnswer {
+    /// Pooltag.txt lines whose tag (or wildcard) meets a pattern, in source and line order.
+    pub entries: Vec<StoredEntry>,
+    /// Files per matching tag: by tag, strongest evidence first, then by path.
+    pub files: Vec<FileMatch>,
+    /// When nothing matched: known tags sharing the first three characters of an exact pattern.
+    pub neighbours: Vec<Tag>,
+}
+
+/// The driver files holding a tag that matches any of `patterns`, with their strongest evidence.
+pub fn find_files(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+) -> Result<Vec<FileMatch>> {
+    let mut strongest: BTreeMap<(Tag, i64), Evidence> = BTreeMap::new();
+    for pattern in patterns {
+        for (low, high) in pattern.key_ranges(ignore_case) {
+            for (tag, ids) in db.postings(low, high)? {
+                if pattern.matches(tag, ignore_case) {
+                    for id in ids {
+                        strongest.entry((tag, id)).or_insert(Evidence::Bytes);
+                    }
+                }
+            }
+            for (tag, id, evidence) in db.stronger_evidence(low, high)? {
+                if pattern.matches(tag, ignore_case) {
+                    let level = strongest.entry((tag, id)).or_insert(evidence);
+                    *level = (*level).max(evidence);
+                }
+            }
+        }
+    }
+    let paths = db.file_paths(strongest.keys().map(|(_, id)| *id))?;
+    let mut files: Vec<FileMatch> = strongest
+        .into_iter()
+        .map(|((tag, id), evidence)| FileMatch {
+            tag,
+            path: paths[&id].clone(),
+            evidence,
+        })
+        .collect();
+    files.sort_by(|a, b| (a.tag, b.evidence, &a.path).cmp(&(b.tag, a.evidence, &b.path)));
+    Ok(files)
+}
+
+/// Pooltag.txt entries whose tag field meets any of `patterns`.
+pub fn find_entries(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+) -> Result<Vec<StoredEntry>> {
+    Ok(db
+        .tag_entries()?
+        .into_iter()
+        .filter(|entry| {
+            let field = TagPattern::from_field(&entry.tag);
+            patterns.iter().any(|p| p.overlaps(&field, ignore_case))
+        })
+        .collect())
+}
+
+/// Known tags (indexed in a driver, or in Pooltag.txt without wildcards) that share the first
+/// three characters of an exact pattern, itself excluded.
+pub fn find_neighbours(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+) -> Result<Vec<Tag>> {
+    let mut near: BTreeSet<Tag> = BTreeSet::new();
+    let entries = db.tag_entries()?;
+    for pattern in patterns {
+        let Some(tag) = pattern.as_tag() else {
+            continue;
+        };
+        let prefix = TagPattern::from_field(&format!("{}*", String::from_utf8_lossy(&tag.0[..3])));
+        for (low, high) in prefix.key_ranges(ignore_case) {
+            near.extend(db.postings(low, high)?.into_iter().map(|(t, _)| t));
+            near.extend(
+                db.stronger_evidence(low, high)?
+                    .into_iter()
+                    .map(|(t, _, _)| t),
+            );
+        }
+        near.extend(entries.iter().filter_map(|e| {
+            let known = Tag(e.tag.as_bytes().try_into().ok()?);
+            TagPattern::from_field(&e.tag).as_tag()?;
+            prefix.matches(known, ignore_case).then_some(known)
+        }));
+        near.retain(|t| !pattern.matches(*t, ignore_case));
+    }
+    Ok(near.into_iter().collect())
+}
+
+/// Answers a query in full (the human and JSON outputs).
+pub fn answer(db: &Database, patterns: &[TagPattern], ignore_case: bool) -> Result<QueryAnswer> {
+    let entries = find_entries(db, patterns, ignore_case)?;
+    let files = find_files(db, patterns, ignore_case)?;
+    let neighbours = if entries.is_empty() && files.is_empty() {
+        find_neighbours(db, patterns, ignore_case)?
+    } else {
+        Vec::new()
+    };
+    Ok(QueryAnswer {
+        entries,
+        files,
+        neighbours,
+    })
+}
+
+/// The `-l` answer: matching driver paths, sorted, each once.
+pub fn list_files(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+) -> Result<Vec<String>> {
+    let paths: BTreeSet<String> = find_files(db, patterns, ignore_case)?
+        .into_iter()
+        .map(|m| m.path)
+        .collect();
+    Ok(paths.into_iter().collect())
+}
+
+/// The file a `pooltag tags` argument names: its path as indexed (as given or made absolute),
+/// or else its file name when exactly one indexed file has it.
+pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
+    let absolute = std::path::absolute(given)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| given.to_owned());
+    for path in [given, absolute.as_str()] {
+        if let Some(file) = db.file_with_path(path)? {
+            return Ok(Some(file));
+        }
+    }
+    let name = std::path::Path::new(given)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut named = db.files_named(&name)?;
+    match named.len() {
+        0 => Ok(None),
+        1 => Ok(named.pop()),
+        n => Err(Error::new(format!(
+            "{given}: {n} indexed files have this name; give one of their paths:\n  {}",
+            named
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ))),
+    }
+}

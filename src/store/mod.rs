@@ -1,0 +1,410 @@
+//! The SQLite database: its schema and migrations, writing an index ([`write`]), and the reads
+//! that queries make ([`Database`]).
+//!
+//! A database is one file. It is never changed in place: `pooltag index` builds a new file beside
+//! it and renames it over the old one, so a reader always sees one whole database, and readers can
+//! open it with `immutable=1` (no locks, no `-wal`/`-shm`/`-journal` files beside it).
+
+pub mod postings;
+pub mod write;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
+
+use crate::error::{Error, Result};
+use crate::extract::Evidence;
+use crate::tag::Tag;
+
+/// `PRAGMA application_id` of every pooltag database: "PTAG".
+pub const APPLICATION_ID: i32 = 0x5054_4147;
+
+/// The migrations, in order; `PRAGMA user_version` is the number applied.
+pub const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+
+/// The schema version this pooltag writes and reads.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings a database from `user_version` up to [`SCHEMA_VERSION`], one migration at a time,
+/// each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Turns SQLite's error about the database at `path` into a sentence a user understands.
+pub fn describe(path: &Path, e: &rusqlite::Error) -> Error {
+    let shown = path.display();
+    let why = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => "not a pooltag database (not an SQLite file)".to_owned(),
+        Some(ErrorCode::DatabaseCorrupt) => "the database is damaged (truncated or corrupt); \
+             rebuild it with 'pooltag index'"
+            .to_owned(),
+        Some(ErrorCode::DiskFull) => "the disk is full".to_owned(),
+        Some(ErrorCode::CannotOpen) => "cannot open the database file".to_owned(),
+        Some(ErrorCode::PermissionDenied) | Some(ErrorCode::ReadOnly) => {
+            "permission denied".to_owned()
+        }
+        _ => format!("database error: {e}"),
+    };
+    Error::new(format!("{shown}: {why}"))
+}
+
+/// A database opened read-only for queries.
+pub struct Database {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A Pooltag.txt line as stored, with the tag file it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub tag: String,
+    pub binary: String,
+    pub description: String,
+    pub source: String,
+    pub line: u32,
+}
+
+/// An indexed driver file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFile {
+    pub id: i64,
+    pub path: String,
+}
+
+impl Database {
+    /// Opens the database at `path` read-only, after checking that it is a pooltag database of a
+    /// schema this pooltag reads. Writes nothing, creates nothing beside it.
+    pub fn open(path: &Path) -> Result<Database> {
+        let shown = path.display();
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::new(format!(
+                    "no database at {shown}; run 'pooltag index ROOT...' first"
+                )));
+            }
+            Err(e) => return Err(Error::new(format!("{shown}: {e}"))),
+            Ok(m) if m.is_dir() => {
+                return Err(Error::new(format!(
+                    "{shown}: is a directory, not a pooltag database"
+                )));
+            }
+            Ok(_) => {}
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(read_only_uri(path), flags)
+            .map_err(|e| describe(path, &e))?;
+        let database = Database {
+            conn,
+            path: path.to_owned(),
+        };
+        database.harden().map_err(|e| describe(path, &e))?;
+        database.check_identity()?;
+        Ok(database)
+    }
+
+    /// A database from another machine is untrusted: nothing in it may run code.
+    fn harden(&self) -> rusqlite::Result<()> {
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+        Ok(())
+    }
+
+    fn check_identity(&self) -> Result<()> {
+        let shown = self.path.display();
+        let read = |pragma: &str| -> Result<i64> {
+            self.conn
+                .pragma_query_value(None, pragma, |r| r.get(0))
+                .map_err(|e| describe(&self.path, &e))
+        };
+        let application_id = read("application_id")?;
+        if application_id != i64::from(APPLICATION_ID) {
+            return Err(Error::new(format!(
+                "{shown}: not a pooltag database (an SQLite file of another application)"
+            )));
+        }
+        let version = read("user_version")?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::new(format!(
+                "{shown}: made by a newer pooltag (schema {version}; this pooltag reads up to \
+                 schema {SCHEMA_VERSION}); upgrade pooltag"
+            )));
+        }
+        if version < 1 {
+            return Err(Error::new(format!(
+                "{shown}: an incomplete pooltag database (no schema); rebuild it with 'pooltag index'"
+            )));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, e: rusqlite::Error) -> Error {
+        describe(&self.path, &e)
+    }
+
+    fn damaged(&self, what: &str) -> Error {
+        Error::new(format!(
+            "{}: the database is damaged ({what}); rebuild it with 'pooltag index'",
+            self.path.display()
+        ))
+    }
+
+    /// The bytes-level posting lists of every tag key in `low..=high`.
+    pub fn postings(&self, low: u32, high: u32) -> Result<Vec<(Tag, Vec<i64>)>> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT tag, file_ids FROM bytes_posting WHERE tag BETWEEN ?1 AND ?2")
+            .map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map(params![low, high], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, blob) = row.map_err(|e| self.fail(e))?;
+            let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
+            let ids = postings::decode(&blob)
+                .ok_or_else(|| self.damaged(&format!("the file list of tag {tag}")))?;
+            out.push((tag, ids));
+        }
+        Ok(out)
+    }
+
+    /// Evidence stronger than bytes for every tag key in `low..=high`: (tag, file id, level).
+    pub fn stronger_evidence(&self, low: u32, high: u32) -> Result<Vec<(Tag, i64, Evidence)>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT tag, file_id, evidence FROM file_tag WHERE tag BETWEEN ?1 AND ?2",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map(params![low, high], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, file_id, level) = row.map_err(|e| self.fail(e))?;
+            let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
+            let evidence = Evidence::from_number(level)
+                .ok_or_else(|| self.damaged("an unknown evidence level"))?;
+            out.push((tag, file_id, evidence));
+        }
+        Ok(out)
+    }
+
+    /// Every Pooltag.txt line stored, in source and line order.
+    pub fn tag_entries(&self) -> Result<Vec<StoredEntry>> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT e.tag, e.binary, e.description, f.path, e.line \
+                 FROM tag_entry e JOIN tag_file f ON f.id = e.tag_file_id \
+                 ORDER BY f.path, e.line",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(StoredEntry {
+                    tag: r.get(0)?,
+                    binary: r.get(1)?,
+                    description: r.get(2)?,
+                    source: r.get(3)?,
+                    line: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.fail(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The paths of the given file ids.
+    pub fn file_paths(&self, ids: impl IntoIterator<Item = i64>) -> Result<HashMap<i64, String>> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT path FROM file WHERE id = ?1")
+            .map_err(|e| self.fail(e))?;
+        let mut paths = HashMap::new();
+        for id in ids {
+            if paths.contains_key(&id) {
+                continue;
+            }
+            let path: String = statement
+                .query_row([id], |r| r.get(0))
+                .map_err(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => {
+                        self.damaged(&format!("a tag names file {id}, which is missing"))
+                    }
+                    e => self.fail(e),
+                })?;
+            paths.insert(id, path);
+        }
+        Ok(paths)
+    }
+
+    /// The indexed file at exactly `path`.
+    pub fn file_with_path(&self, path: &str) -> Result<Option<StoredFile>> {
+        Ok(self
+            .files_where("SELECT id, path FROM file WHERE path = ?1", path)?
+            .pop())
+    }
+
+    /// The indexed files named `name` (any case), by path.
+    pub fn files_named(&self, name: &str) -> Result<Vec<StoredFile>> {
+        self.files_where(
+            "SELECT id, path FROM file WHERE name = ?1 COLLATE NOCASE ORDER BY path",
+            name,
+        )
+    }
+
+    fn files_where(&self, sql: &str, value: &str) -> Result<Vec<StoredFile>> {
+        let mut statement = self.conn.prepare_cached(sql).map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map([value], |r| {
+                Ok(StoredFile {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                })
+            })
+            .map_err(|e| self.fail(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Every tag of one file with its strongest evidence, in key order. The bytes level is
+    /// stored by tag, so this reads every posting list: a full scan, fine for one command.
+    pub fn tags_of_file(&self, file_id: i64) -> Result<Vec<(Tag, Evidence)>> {
+        let mut strongest: HashMap<Tag, Evidence> = HashMap::new();
+        for (tag, ids) in self.postings(0, u32::MAX)? {
+            if ids.binary_search(&file_id).is_ok() {
+                strongest.insert(tag, Evidence::Bytes);
+            }
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT tag, evidence FROM file_tag WHERE file_id = ?1")
+            .map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map([file_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.fail(e))?;
+        for row in rows {
+            let (key, level) = row.map_err(|e| self.fail(e))?;
+            let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
+            let evidence = Evidence::from_number(level)
+                .ok_or_else(|| self.damaged("an unknown evidence level"))?;
+            let entry = strongest.entry(tag).or_insert(evidence);
+            *entry = (*entry).max(evidence);
+        }
+        let mut tags: Vec<(Tag, Evidence)> = strongest.into_iter().collect();
+        tags.sort_unstable();
+        Ok(tags)
+    }
+}
+
+fn tag_of_key(key: i64) -> Option<Tag> {
+    u32::try_from(key).ok().map(Tag::from_key)
+}
+
+/// The `file:` URI that opens `path` read-only and immutable. Characters that mean something in
+/// a URI are percent-encoded; Windows paths get the `/C:/...` form SQLite expects.
+fn read_only_uri(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let text = absolute.to_string_lossy().replace('\\', "/");
+    let mut uri = String::from("file:");
+    if !text.starts_with('/') {
+        uri.push('/');
+    }
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~:".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_from_an_empty_file_reach_the_current_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        let id: i32 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .unwrap();
+        assert_eq!((version, id), (SCHEMA_VERSION, APPLICATION_ID));
+        let mut tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        tables.sort();
+        assert_eq!(
+            tables,
+            [
+                "bytes_posting",
+                "file",
+                "file_tag",
+                "run",
+                "site",
+                "tag_entry",
+                "tag_file"
+            ]
+        );
+        // Applying again changes nothing.
+        migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), MIGRATIONS.len());
+        for (i, name) in names.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
+            let content = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+            assert_eq!(content, MIGRATIONS[i]);
+        }
+    }
+
+    #[test]
+    fn uris_escape_what_sqlite_would_read_as_syntax() {
+        let uri = read_only_uri(Path::new("/tmp/a b/x?y#z%.db"));
+        assert_eq!(uri, "file:/tmp/a%20b/x%3Fy%23z%25.db?mode=ro&immutable=1");
+    }
+}

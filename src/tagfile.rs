@@ -1,0 +1,313 @@
+//! Parser for Pooltag.txt and localtag.txt: `<Tag> - <binary> - <description>` lines.
+//!
+//! Every rule follows what Microsoft's real file holds (see DOMAIN.md):
+//! - LF or CRLF line ends; text that is not UTF-8 is read lossily.
+//! - Comments: lines starting `//`, or whose first word is `rem` in any case. `ReMo - refs.sys`
+//!   is a tag line: `rem` must stand alone as a word.
+//! - Fields are separated by a dash with white space on both sides; only the first two
+//!   separators split, so a description may contain " - ".
+//! - The tag field is 1-4 printable characters, padded with spaces to four (`PX1` is `PX1 `,
+//!   `Cc` is `Cc  `); `?` and `*` wildcards are kept as written.
+//! - A Ctrl-Z byte (0x1A) is an old end-of-file mark: what follows it is ignored.
+//! - Malformed lines are kept as far as they go and reported with their line number: a line with
+//!   two fields becomes an entry with the binary split off by a run of spaces where there is
+//!   one (`EtwO - nt!etw   Etw memory MDL`) and an empty binary otherwise
+//!   (`ATmp - AppTag mount point`); a line without a tag field produces no entry.
+
+use crate::tag::is_printable;
+
+/// One tag line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagFileEntry {
+    /// 1-based line number.
+    pub line: u32,
+    /// The tag field padded to four characters, wildcards as written (`Afd?`, `PX1 `).
+    pub tag: String,
+    pub binary: String,
+    pub description: String,
+}
+
+/// A line that does not follow the format, with why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagFileProblem {
+    pub line: u32,
+    pub message: String,
+}
+
+/// Everything read from one tag file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TagFile {
+    pub entries: Vec<TagFileEntry>,
+    pub problems: Vec<TagFileProblem>,
+}
+
+/// Is this file name one of the tag files pooltag reads (`pooltag.txt`, `localtag.txt`, any case)?
+pub fn is_tag_file_name(name: &str) -> bool {
+    name.eq_ignore_ascii_case("pooltag.txt") || name.eq_ignore_ascii_case("localtag.txt")
+}
+
+/// Parses a whole tag file. Never fails: what cannot be read becomes a problem.
+pub fn parse(content: &[u8]) -> TagFile {
+    let content = match memchr::memchr(0x1a, content) {
+        Some(end) => &content[..end],
+        None => content,
+    };
+    let mut parsed = TagFile::default();
+    let mut start = 0;
+    let mut number: u32 = 0;
+    while start < content.len() {
+        let end = memchr::memchr(b'\n', &content[start..]).map_or(content.len(), |i| start + i);
+        number = number.saturating_add(1);
+        let raw = &content[start..end];
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        parse_line(&String::from_utf8_lossy(raw), number, &mut parsed);
+        start = end + 1;
+    }
+    parsed
+}
+
+fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || is_comment(trimmed) {
+        return;
+    }
+    let mut problem = |message: String| {
+        parsed.problems.push(TagFileProblem {
+            line: number,
+            message,
+        })
+    };
+    let Some((tag_field, rest)) = split_field(line) else {
+        problem(format!("not a tag line (no ' - ' separator): '{trimmed}'"));
+        return;
+    };
+    let tag_text = tag_field.trim_end();
+    if tag_text.is_empty()
+        || tag_text.len() > 4
+        || !tag_text.bytes().all(is_printable)
+        || tag_text.starts_with(' ')
+    {
+        problem(format!(
+            "not a tag line (the tag must be 1 to 4 printable ASCII characters): '{trimmed}'"
+        ));
+        return;
+    }
+    let tag = format!("{tag_text:<4}");
+    let (binary, description) = match split_field(rest) {
+        Some((binary, description)) => (binary.trim(), description.trim()),
+        None => {
+            problem("only two fields (expected 'Tag - binary - description')".to_owned());
+            split_two_field_rest(rest.trim())
+        }
+    };
+    parsed.entries.push(TagFileEntry {
+        line: number,
+        tag,
+        binary: binary.to_owned(),
+        description: description.to_owned(),
+    });
+}
+
+fn is_comment(trimmed: &str) -> bool {
+    if trimmed.starts_with("//") {
+        return true;
+    }
+    let first_word = trimmed.split_whitespace().next().unwrap_or("");
+    first_word.eq_ignore_ascii_case("rem")
+}
+
+/// Splits at the first separator: white space, a dash, white space. Returns the text before it
+/// and the text after it (the white space after the dash included, for the caller to trim).
+fn split_field(text: &str) -> Option<(&str, &str)> {
+    let bytes = text.as_bytes();
+    (1..bytes.len().saturating_sub(1))
+        .find(|&i| {
+            bytes[i] == b'-'
+                && bytes[i - 1].is_ascii_whitespace()
+                && bytes[i + 1].is_ascii_whitespace()
+        })
+        .map(|i| (text[..i].trim_end(), &text[i + 1..]))
+}
+
+/// The second field of a two-field line: `nt!etw   Etw memory MDL` is a binary and a description
+/// run together; `AppTag mount point` is a description alone.
+fn split_two_field_rest(rest: &str) -> (&str, &str) {
+    match rest.find("  ") {
+        Some(gap) => (rest[..gap].trim(), rest[gap..].trim()),
+        None => ("", rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(line: u32, tag: &str, binary: &str, description: &str) -> TagFileEntry {
+        TagFileEntry {
+            line,
+            tag: tag.to_owned(),
+            binary: binary.to_owned(),
+            description: description.to_owned(),
+        }
+    }
+
+    #[test]
+    fn lf_and_crlf_give_the_same_entries() {
+        let lf = parse(b"AfdA - afd.sys - Afd EA buffer\nAfdB - afd.sys - Afd B\n");
+        let crlf = parse(b"AfdA - afd.sys - Afd EA buffer\r\nAfdB - afd.sys - Afd B\r\n");
+        assert_eq!(lf, crlf);
+        assert_eq!(
+            lf.entries,
+            vec![
+                entry(1, "AfdA", "afd.sys", "Afd EA buffer"),
+                entry(2, "AfdB", "afd.sys", "Afd B")
+            ]
+        );
+        assert!(lf.problems.is_empty());
+    }
+
+    #[test]
+    fn comments_and_blank_lines_are_skipped_but_remo_is_a_tag() {
+        let parsed = parse(
+            b"//\n// Copyright\nrem\nrem    Pooltag.txt\nREM NTFS tags\n\n   \nReMo - refs.sys     -     Mount.c\n",
+        );
+        assert_eq!(
+            parsed.entries,
+            vec![entry(8, "ReMo", "refs.sys", "Mount.c")]
+        );
+        assert!(parsed.problems.is_empty());
+    }
+
+    #[test]
+    fn padded_and_unpadded_short_tags_keep_four_characters() {
+        let parsed = parse(
+            b"Cc   - nt!cc        - Cache Manager allocations (catch-all)\nPX1 - ndproxy.sys - PX_EVENT_TAG\nI4e -  tcpip.sys    - IPv4 Echo data\nTun4  - <unknown>   - Tunnel cache\n",
+        );
+        let tags: Vec<&str> = parsed.entries.iter().map(|e| e.tag.as_str()).collect();
+        assert_eq!(tags, vec!["Cc  ", "PX1 ", "I4e ", "Tun4"]);
+        assert_eq!(parsed.entries[0].binary, "nt!cc");
+        assert_eq!(parsed.entries[2].binary, "tcpip.sys");
+        assert_eq!(parsed.entries[3].description, "Tunnel cache");
+        assert!(parsed.problems.is_empty());
+    }
+
+    #[test]
+    fn wildcards_are_kept() {
+        let parsed = parse(b"Afd? - afd.sys - AFD objects\nCM?? - nt!cm - Configuration Manager\nAml* - <unknown> - ACPI AMLI\n");
+        let tags: Vec<&str> = parsed.entries.iter().map(|e| e.tag.as_str()).collect();
+        assert_eq!(tags, vec!["Afd?", "CM??", "Aml*"]);
+    }
+
+    #[test]
+    fn descriptions_keep_their_dashes() {
+        let parsed = parse(b"NDcw - ndis.sys - NDIS_TAG_PCW - NDIS Performance Counters\n");
+        assert_eq!(
+            parsed.entries,
+            vec![entry(
+                1,
+                "NDcw",
+                "ndis.sys",
+                "NDIS_TAG_PCW - NDIS Performance Counters"
+            )]
+        );
+    }
+
+    #[test]
+    fn duplicate_tags_are_all_kept() {
+        let parsed =
+            parse(b"Fatv - fastfat.sys - Fat events\nFatv - fastfat.sys - Fat backpocket Vpb\n");
+        assert_eq!(parsed.entries.len(), 2);
+        assert_eq!(parsed.entries[1].description, "Fat backpocket Vpb");
+    }
+
+    #[test]
+    fn two_field_lines_are_kept_and_reported() {
+        let parsed =
+            parse(b"ATmp - AppTag mount point\nEtwO - nt!etw         Etw memory partition MDL\n");
+        assert_eq!(
+            parsed.entries,
+            vec![
+                entry(1, "ATmp", "", "AppTag mount point"),
+                entry(2, "EtwO", "nt!etw", "Etw memory partition MDL")
+            ]
+        );
+        let lines: Vec<u32> = parsed.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![1, 2]);
+        assert_eq!(
+            parsed.problems[0].message,
+            "only two fields (expected 'Tag - binary - description')"
+        );
+    }
+
+    #[test]
+    fn lines_without_a_tag_are_reported_and_the_rest_goes_on() {
+        let parsed = parse(
+            b"AcpA - acpi.sys - ACPI arbiter data\n       <unknown>\nQUIC Allocation tags are Qc00 through QcFF\nTooLong - x.sys - y\nAcpB - acpi.sys - ACPI buffer data\n\x1a",
+        );
+        let tags: Vec<&str> = parsed.entries.iter().map(|e| e.tag.as_str()).collect();
+        assert_eq!(tags, vec!["AcpA", "AcpB"]);
+        assert_eq!(
+            parsed.problems,
+            vec![
+                TagFileProblem {
+                    line: 2,
+                    message: "not a tag line (no ' - ' separator): '<unknown>'".to_owned()
+                },
+                TagFileProblem {
+                    line: 3,
+                    message: "not a tag line (no ' - ' separator): 'QUIC Allocation tags are Qc00 through QcFF'".to_owned()
+                },
+                TagFileProblem {
+                    line: 4,
+                    message: "not a tag line (the tag must be 1 to 4 printable ASCII characters): 'TooLong - x.sys - y'".to_owned()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn ctrl_z_ends_the_file() {
+        let parsed = parse(b"AcpA - acpi.sys - ACPI\n\x1aAcpB - acpi.sys - after the end\n");
+        assert_eq!(parsed.entries.len(), 1);
+        assert!(parsed.problems.is_empty());
+    }
+
+    #[test]
+    fn non_utf8_text_is_read_lossily() {
+        let parsed = parse(b"Ab\xe9c - x.sys - caf\xe9\n");
+        assert_eq!(parsed.entries.len(), 0);
+        assert_eq!(parsed.problems.len(), 1);
+        let parsed = parse(b"Abcd - x.sys - caf\xe9\n");
+        assert_eq!(parsed.entries[0].description, "caf\u{fffd}");
+    }
+
+    #[test]
+    fn tag_file_names_are_recognised_in_any_case() {
+        assert!(is_tag_file_name("Pooltag.txt"));
+        assert!(is_tag_file_name("LOCALTAG.TXT"));
+        assert!(!is_tag_file_name("pooltag.txt.bak"));
+    }
+
+    /// Microsoft's real file, when the shared materials are beside the project.
+    #[test]
+    fn microsofts_pooltag_txt_gives_an_entry_for_every_tag_line() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pooltag/pooltag.txt");
+        let Ok(content) = std::fs::read(path) else {
+            eprintln!("skipped: {path} is not here");
+            return;
+        };
+        let parsed = parse(&content);
+        assert_eq!(parsed.entries.len(), 4613);
+        let problem_lines: Vec<u32> = parsed.problems.iter().map(|p| p.line).collect();
+        assert_eq!(
+            problem_lines,
+            vec![138, 139, 140, 141, 142, 143, 144, 145, 876, 2661]
+        );
+        let px1 = parsed.entries.iter().find(|e| e.line == 2620).unwrap();
+        assert_eq!(
+            (px1.tag.as_str(), px1.binary.as_str()),
+            ("PX1 ", "ndproxy.sys")
+        );
+        assert!(parsed.entries.iter().any(|e| e.tag == "ReMo"));
+    }
+}
