@@ -1,0 +1,810 @@
+//! End-to-end tests of the `pooltag` binary over the committed fixture drivers.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+const LOCALTAG: &str = "\
+// tags of the fixture drivers
+rem written for the tests
+1Ba? - basic.sys - Basic fixture tags
+1Ba1 - basic.sys - Basic fixture first buffer
+7Rt1 - decoys.sys - The one real tag of decoys.sys
+ZzNo - nowhere.sys - A tag no fixture uses
+       <unknown>
+";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin")
+}
+
+fn pooltag() -> Command {
+    let mut cmd = Command::cargo_bin("pooltag").unwrap();
+    cmd.env_remove("POOLTAG_DB");
+    cmd
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A scratch folder holding `root/` (a copy of the fixture binaries and a localtag.txt) and the
+/// database path `pooltag.db` beside it.
+struct Scratch {
+    dir: TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(&fixtures(), &dir.path().join("root"));
+        fs::write(dir.path().join("root/localtag.txt"), LOCALTAG).unwrap();
+        Scratch { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("pooltag.db")
+    }
+
+    fn path(&self, relative: &str) -> String {
+        self.root().join(relative).display().to_string()
+    }
+
+    fn index(&self) -> assert_cmd::assert::Assert {
+        pooltag()
+            .arg("--db")
+            .arg(self.db())
+            .arg("index")
+            .arg(self.root())
+            .assert()
+    }
+
+    fn query(&self, args: &[&str]) -> assert_cmd::assert::Assert {
+        pooltag()
+            .arg("--db")
+            .arg(self.db())
+            .arg("query")
+            .args(args)
+            .assert()
+    }
+}
+
+fn stdout(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
+}
+
+fn stderr(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.get_output().stderr.clone()).unwrap()
+}
+
+const BUILDS: [&str; 5] = ["arm64-O2", "x64-O0", "x64-O2", "x86-O0", "x86-O2"];
+
+#[test]
+fn index_prints_one_summary_line_and_reports_malformed_tag_lines() {
+    let s = Scratch::new();
+    let assert = s.index().success();
+    let err = stderr(&assert);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "pooltag: {}:7: not a tag line (no ' - ' separator): '<unknown>'",
+            s.path("localtag.txt")
+        )
+    );
+    // 10 drivers in 5 builds, kernelmod.dll, ntimport.bin, app.exe, helper.dll, localtag.txt.
+    assert!(
+        lines[1].starts_with("pooltag: 55 files seen, 52 driver binaries indexed, "),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains(" distinct tags, 4 Pooltag.txt entries, 0 errors, "));
+    assert!(lines[1].ends_with(&format!("; database {}", s.db().display())));
+    assert!(stdout(&assert).is_empty());
+}
+
+#[test]
+fn query_prints_pooltag_entries_then_drivers() {
+    let s = Scratch::new();
+    s.index().success();
+    let assert = s.query(&["1Ba1"]).success();
+    let mut expected = format!(
+        "Pooltag.txt:\n  1Ba?  basic.sys - Basic fixture tags\n        {0}:3\n  \
+         1Ba1  basic.sys - Basic fixture first buffer\n        {0}:4\nDrivers:\n",
+        s.path("localtag.txt")
+    );
+    for build in ["x64-O0", "x64-O2", "x86-O0", "x86-O2"] {
+        expected += &format!("  1Ba1  bytes  {}\n", s.path(&format!("{build}/basic.sys")));
+    }
+    assert_eq!(stdout(&assert), expected);
+}
+
+#[test]
+fn wildcards_match_tags_and_tag_file_lines() {
+    let s = Scratch::new();
+    s.index().success();
+    let out = stdout(&s.query(&["1Ba?"]).success());
+    let tags: BTreeSet<&str> = out
+        .lines()
+        .filter(|l| l.ends_with("basic.sys") && l.contains(" bytes "))
+        .map(|l| &l[2..6])
+        .collect();
+    assert_eq!(tags, BTreeSet::from(["1Ba1", "1Ba2"]));
+    let star = stdout(&s.query(&["-l", "1B*"]).success());
+    let question = stdout(&s.query(&["-l", "1B??"]).success());
+    assert_eq!(star, question);
+}
+
+#[test]
+fn ignore_case_finds_other_spellings() {
+    let s = Scratch::new();
+    s.index().success();
+    s.query(&["-l", "1bA1"]).code(1).stdout("");
+    let listed = stdout(&s.query(&["-l", "-i", "1bA1"]).success());
+    let expected: String = ["x64-O0", "x64-O2", "x86-O0", "x86-O2"]
+        .iter()
+        .map(|b| format!("{}\n", s.path(&format!("{b}/basic.sys"))))
+        .collect();
+    assert_eq!(listed, expected);
+}
+
+#[test]
+fn hex_and_protected_pool_values_name_the_same_tag() {
+    let s = Scratch::new();
+    s.index().success();
+    let plain = stdout(&s.query(&["-l", "1Ba1"]).success());
+    // '1Ba1' is the bytes 31 42 61 31: little-endian value 0x31614231; bit 31 set: 0xb1614231.
+    assert_eq!(stdout(&s.query(&["-l", "0x31614231"]).success()), plain);
+    assert_eq!(stdout(&s.query(&["-l", "0xB1614231"]).success()), plain);
+}
+
+#[test]
+fn json_follows_the_contract() {
+    let s = Scratch::new();
+    s.index().success();
+    let out = stdout(&s.query(&["--json", "7Rt1"]).success());
+    let expected = format!(
+        "[{{\"kind\":\"pooltag\",\"tag\":\"7Rt1\",\"binary\":\"decoys.sys\",\"description\":\"The one real tag of decoys.sys\",\"source\":{src},\"line\":5}},{files}]\n",
+        src = serde_json::to_string(&s.path("localtag.txt")).unwrap(),
+        files = ["arm64-O2", "x64-O0", "x64-O2", "x86-O0", "x86-O2"]
+            .iter()
+            .map(|b| format!(
+                "{{\"kind\":\"file\",\"tag\":\"7Rt1\",\"path\":{},\"evidence\":\"bytes\"}}",
+                serde_json::to_string(&s.path(&format!("{b}/decoys.sys"))).unwrap()
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // arm64 builds 7Rt1 with MOVZ/MOVK unless the compiler used a literal; keep the truth.
+    let found_arm = fs::read(s.root().join("arm64-O2/decoys.sys"))
+        .unwrap()
+        .windows(4)
+        .any(|w| w == b"7Rt1");
+    let expected = if found_arm {
+        expected
+    } else {
+        expected.replacen(
+            &format!(
+                "{{\"kind\":\"file\",\"tag\":\"7Rt1\",\"path\":{},\"evidence\":\"bytes\"}},",
+                serde_json::to_string(&s.path("arm64-O2/decoys.sys")).unwrap()
+            ),
+            "",
+            1,
+        )
+    };
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn a_tag_nowhere_exits_1_and_names_close_tags() {
+    let s = Scratch::new();
+    s.index().success();
+    let assert = s.query(&["4Wr9"]).code(1);
+    assert_eq!(
+        stdout(&assert),
+        "No Pooltag.txt entry and no indexed driver for '4Wr9'.\n\
+         Known tags with the same first three characters:\n  '4Wr1' '4Wr2' '4Wr3'\n"
+    );
+    assert_eq!(stdout(&s.query(&["--json", "4Wr9"]).code(1)), "[]\n");
+    s.query(&["-l", "4Wr9"]).code(1).stdout("");
+    // A wildcard line of Pooltag.txt is an answer: 1Ba9 is one of the 1Ba? tags.
+    s.query(&["1Ba9"]).success();
+}
+
+#[test]
+fn a_tag_file_entry_without_drivers_still_matches() {
+    let s = Scratch::new();
+    s.index().success();
+    let assert = s.query(&["ZzNo"]).success();
+    assert_eq!(
+        stdout(&assert),
+        format!(
+            "Pooltag.txt:\n  ZzNo  nowhere.sys - A tag no fixture uses\n        {}:6\n\
+             Drivers: no indexed driver holds it\n",
+            s.path("localtag.txt")
+        )
+    );
+    // -l lists driver files only: none.
+    s.query(&["-l", "ZzNo"]).code(1).stdout("");
+}
+
+/// Every printable window of every indexed file, and some absent tags: `-l` lists exactly the
+/// files `grep -rlF` would.
+#[test]
+fn list_matches_a_scan_of_the_driver_files_for_every_tag() {
+    let s = Scratch::new();
+    s.index().success();
+    let db = pooltag::store::Database::open(&s.db()).unwrap();
+    let mut drivers: Vec<(String, Vec<u8>)> = Vec::new();
+    for build in BUILDS {
+        for entry in fs::read_dir(s.root().join(build)).unwrap() {
+            let path = entry.unwrap().path();
+            drivers.push((path.display().to_string(), fs::read(&path).unwrap()));
+        }
+    }
+    let mut tags: BTreeSet<[u8; 4]> = BTreeSet::new();
+    for (_, data) in &drivers {
+        for w in data.windows(4) {
+            if w.iter().all(|b| (0x20..=0x7e).contains(b)) {
+                tags.insert(w.try_into().unwrap());
+            }
+        }
+    }
+    tags.extend([*b"Zq9!", *b"    ", *b"~~~~"]);
+    assert!(tags.len() > 500, "{}", tags.len());
+    for tag in &tags {
+        let pattern = pooltag::tag::TagPattern::exact(pooltag::tag::Tag(*tag));
+        let listed = pooltag::query::list_files(&db, &[pattern], false).unwrap();
+        let mut scanned: Vec<String> = drivers
+            .iter()
+            .filter(|(_, data)| data.windows(4).any(|w| w == tag))
+            .map(|(p, _)| p.clone())
+            .collect();
+        scanned.sort();
+        assert_eq!(listed, scanned, "tag {:?}", String::from_utf8_lossy(tag));
+    }
+}
+
+/// The same, through the binary and the real grep, for a few tags with spaces and wildcards'
+/// own characters.
+#[test]
+fn list_equals_grep() {
+    let s = Scratch::new();
+    s.index().success();
+    for tag in ["1Ba1", "7Dst", "WAVE", "RIFF", "text", "    ", "Zq9!"] {
+        let grep = StdCommand::new("grep")
+            .env("LC_ALL", "C")
+            .args([
+                "-rlF",
+                "--exclude=*.txt",
+                "--exclude=*.exe",
+                "--exclude=helper.dll",
+                "--",
+                tag,
+            ])
+            .arg(s.root())
+            .output()
+            .unwrap();
+        let mut expected: Vec<String> = String::from_utf8(grep.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        expected.sort();
+        let listed =
+            stdout(
+                &s.query(&["-l", "--", tag])
+                    .code(if expected.is_empty() { 1 } else { 0 }),
+            );
+        let listed: Vec<String> = listed.lines().map(str::to_owned).collect();
+        assert_eq!(listed, expected, "tag {tag:?}");
+    }
+}
+
+#[test]
+fn only_driver_binaries_are_indexed() {
+    let s = Scratch::new();
+    s.index().success();
+    let out = stdout(&s.query(&["-l", "This"]).success());
+    let indexed: BTreeSet<String> = out.lines().map(str::to_owned).collect();
+    assert!(
+        indexed.contains(&s.path("x64-O2/kernelmod.dll")),
+        "native subsystem"
+    );
+    assert!(
+        indexed.contains(&s.path("x64-O2/ntimport.bin")),
+        "imports ntoskrnl.exe"
+    );
+    assert!(!indexed.contains(&s.path("nondriver/app.exe")));
+    assert!(!indexed.contains(&s.path("nondriver/helper.dll")));
+    assert_eq!(indexed.len(), 52);
+}
+
+#[test]
+fn tags_lists_a_files_tags_by_path_or_unambiguous_name() {
+    let s = Scratch::new();
+    s.index().success();
+    let by_path = stdout(
+        &pooltag()
+            .args(["tags", "--db"])
+            .arg(s.db())
+            .arg(s.path("x64-O2/basic.sys"))
+            .assert()
+            .success(),
+    );
+    assert!(by_path.starts_with(&format!("{}\n", s.path("x64-O2/basic.sys"))));
+    assert!(by_path.contains("\n  1Ba1  bytes\n"));
+    assert!(by_path.contains("\n  1Bp2  bytes\n"));
+    let listed: Vec<&str> = by_path.lines().skip(1).collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted);
+
+    let by_name = stdout(
+        &pooltag()
+            .args(["tags", "--db"])
+            .arg(s.db())
+            .arg("kernelmod.dll")
+            .assert()
+            .success(),
+    );
+    assert!(by_name.starts_with(&format!("{}\n", s.path("x64-O2/kernelmod.dll"))));
+
+    let json = stdout(
+        &pooltag()
+            .args(["tags", "--json", "--db"])
+            .arg(s.db())
+            .arg(s.path("x64-O2/basic.sys"))
+            .assert()
+            .success(),
+    );
+    let items: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(items.len(), listed.len());
+    assert!(items.contains(&serde_json::json!({
+        "path": s.path("x64-O2/basic.sys"), "tag": "1Ba1", "evidence": "bytes"
+    })));
+
+    let ambiguous = pooltag()
+        .args(["tags", "--db"])
+        .arg(s.db())
+        .arg("basic.sys")
+        .assert()
+        .code(2);
+    let err = stderr(&ambiguous);
+    assert!(
+        err.starts_with(
+            "pooltag: basic.sys: 5 indexed files have this name; give one of their paths:\n"
+        ),
+        "{err}"
+    );
+    pooltag()
+        .args(["tags", "--db"])
+        .arg(s.db())
+        .arg("nothere.sys")
+        .assert()
+        .code(1)
+        .stderr("pooltag: nothere.sys: not in the index\n");
+}
+
+#[test]
+fn junk_truncated_and_unreadable_files_are_reported_and_the_rest_indexed() {
+    let s = Scratch::new();
+    let junk = s.root().join("junk");
+    fs::create_dir(&junk).unwrap();
+    fs::write(junk.join("notes.txt"), "plain text").unwrap();
+    fs::write(junk.join("empty.bin"), "").unwrap();
+    fs::write(junk.join("fake.sys"), "MZ but nothing more").unwrap();
+    let basic = fs::read(s.root().join("x64-O2/basic.sys")).unwrap();
+    fs::write(junk.join("truncated.sys"), &basic[..300]).unwrap();
+    fs::write(junk.join("EMPTY.SYS"), "").unwrap();
+    // A path too long to open, even for root: built from the inside out so that no call made
+    // here needs the whole path.
+    let level = |i: usize| format!("{i:02}{}", "d".repeat(240));
+    fs::create_dir(junk.join(level(0))).unwrap();
+    fs::write(junk.join(level(0)).join("f.sys"), "x").unwrap();
+    for i in 1..20 {
+        fs::create_dir(junk.join(level(i))).unwrap();
+        fs::rename(
+            junk.join(level(i - 1)),
+            junk.join(level(i)).join(level(i - 1)),
+        )
+        .unwrap();
+    }
+    // Unreadable for anyone but root.
+    let locked = junk.join("locked.sys");
+    fs::write(&locked, &basic).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let locked_readable = fs::File::open(&locked).is_ok();
+
+    let assert = s.index().success();
+    let err = stderr(&assert);
+    let summary = err.lines().last().unwrap().to_owned();
+    let mut expected = vec![
+        format!(
+            "pooltag: {}: named .sys but not a valid PE image: Could not read file magic",
+            junk.join("EMPTY.SYS").display()
+        ),
+        format!(
+            "pooltag: {}: named .sys but not a valid PE image: Unknown MS-DOS file",
+            junk.join("fake.sys").display()
+        ),
+        format!(
+            "pooltag: {}: named .sys but not a valid PE image: Invalid PE optional header size",
+            junk.join("truncated.sys").display()
+        ),
+    ];
+    let mut errors = 4;
+    if !locked_readable {
+        expected.push(format!(
+            "pooltag: {}: Permission denied (os error 13)",
+            locked.display()
+        ));
+        errors += 1;
+    }
+    for line in &expected {
+        assert!(err.lines().any(|l| l == line), "missing {line:?} in\n{err}");
+    }
+    let too_long = err
+        .lines()
+        .filter(|l| l.contains("File name too long"))
+        .count();
+    assert_eq!(too_long, 1, "{err}");
+    assert!(
+        summary.contains(&format!(" Pooltag.txt entries, {errors} errors, ")),
+        "{summary}"
+    );
+    // The good files beside them are all there.
+    assert_eq!(
+        stdout(&s.query(&["-l", "This"]).success()).lines().count(),
+        if locked_readable { 53 } else { 52 }
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symbolic_links_are_not_followed() {
+    let s = Scratch::new();
+    std::os::unix::fs::symlink(".", s.root().join("x64-O2/loop")).unwrap();
+    std::os::unix::fs::symlink("self", s.root().join("self")).unwrap();
+    std::os::unix::fs::symlink(s.root().join("x64-O2/basic.sys"), s.root().join("link.sys"))
+        .unwrap();
+    let assert = s.index().success();
+    let err = stderr(&assert);
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .contains(" 52 driver binaries indexed, "),
+        "{err}"
+    );
+    assert!(err.contains(", 0 errors, "), "{err}");
+}
+
+#[test]
+fn tag_files_are_found_in_any_case_and_named_ones_read_whatever_their_name() {
+    let s = Scratch::new();
+    fs::rename(s.root().join("localtag.txt"), s.root().join("PoolTag.TXT")).unwrap();
+    let extra = s.dir.path().join("mine.tags");
+    fs::write(&extra, "Mine - mine.sys - My own tag\n").unwrap();
+    pooltag()
+        .arg("--db")
+        .arg(s.db())
+        .args(["index", "--pooltag-txt"])
+        .arg(&extra)
+        .arg(s.root())
+        .assert()
+        .success();
+    assert_eq!(
+        stdout(&s.query(&["Mine"]).success()),
+        format!(
+            "Pooltag.txt:\n  Mine  mine.sys - My own tag\n        {}:1\nDrivers: no indexed driver holds it\n",
+            extra.display()
+        )
+    );
+    assert!(stdout(&s.query(&["ZzNo"]).success()).contains("PoolTag.TXT:6"));
+}
+
+#[test]
+fn no_database_says_to_index_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("none.db");
+    pooltag()
+        .args(["query", "AfdA", "--db"])
+        .arg(&db)
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(format!(
+            "pooltag: no database at {}; run 'pooltag index ROOT...' first\n",
+            db.display()
+        ));
+    assert!(!db.exists());
+}
+
+#[test]
+fn files_that_are_not_pooltag_databases_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.db");
+    fs::write(
+        &text,
+        "hello, this is not SQLite at all, just some text to fill a page",
+    )
+    .unwrap();
+    let other = dir.path().join("other.db");
+    {
+        let conn = rusqlite::Connection::open(&other).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let before = fs::read(&other).unwrap();
+    for (db, why) in [
+        (&text, "not a pooltag database (not an SQLite file)"),
+        (
+            &other,
+            "not a pooltag database (an SQLite file of another application)",
+        ),
+    ] {
+        pooltag()
+            .args(["query", "AfdA", "--db"])
+            .arg(db)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(format!("pooltag: {}: {why}\n", db.display()));
+    }
+    assert_eq!(fs::read(&other).unwrap(), before);
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let s = Scratch::new();
+    s.index().success();
+    {
+        let conn = rusqlite::Connection::open(s.db()).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    s.query(&["1Ba1"]).code(2).stderr(format!(
+        "pooltag: {}: made by a newer pooltag (schema 99; this pooltag reads up to schema 1); upgrade pooltag\n",
+        s.db().display()
+    ));
+}
+
+#[test]
+fn bad_patterns_are_usage_errors() {
+    let s = Scratch::new();
+    s.index().success();
+    s.query(&["AfdAB"]).code(2).stdout("").stderr(
+        "pooltag: invalid tag pattern 'AfdAB': longer than 4 characters (a tag value is written 0x followed by up to 8 hex digits)\n",
+    );
+    s.query(&[""])
+        .code(2)
+        .stderr("pooltag: invalid tag pattern '': empty\n");
+}
+
+#[test]
+fn a_failed_index_leaves_the_previous_database() {
+    let s = Scratch::new();
+    s.index().success();
+    let before = stdout(&s.query(&["--json", "1Ba*"]).success());
+    pooltag()
+        .arg("--db")
+        .arg(s.db())
+        .arg("index")
+        .arg(s.root())
+        .arg(s.dir.path().join("missing"))
+        .assert()
+        .code(2)
+        .stderr(format!(
+            "pooltag: {}: No such file or directory (os error 2)\n",
+            s.dir.path().join("missing").display()
+        ));
+    assert_eq!(stdout(&s.query(&["--json", "1Ba*"]).success()), before);
+}
+
+/// kill -9 at varied moments of an index run that would change the answer: the database answers
+/// exactly as before or exactly as after, and the next run leaves no temporary file.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_index_leaves_the_previous_database_queryable() {
+    let s = Scratch::new();
+    s.index().success();
+    let old = stdout(&s.query(&["--json", "1Ba*"]).success());
+    // A second tree: the fixtures, many times over, so a run takes long enough to interrupt.
+    let big = s.dir.path().join("big");
+    for i in 0..40 {
+        copy_tree(&s.root().join("x64-O2"), &big.join(format!("copy{i}")));
+    }
+    for i in 0..2000 {
+        fs::write(big.join(format!("copy0/filler{i}.bin")), [i as u8; 512]).unwrap();
+    }
+    let new_answer = |s: &Scratch| {
+        let scratch_db = s.dir.path().join("reference.db");
+        pooltag()
+            .arg("--db")
+            .arg(&scratch_db)
+            .arg("index")
+            .arg(&big)
+            .assert()
+            .success();
+        stdout(
+            &pooltag()
+                .args(["query", "--json", "1Ba*", "--db"])
+                .arg(&scratch_db)
+                .assert()
+                .success(),
+        )
+    };
+    let new = new_answer(&s);
+    let binary = assert_cmd::cargo::cargo_bin("pooltag");
+    for delay_ms in [0u64, 1, 2, 3, 5, 8, 12, 20, 30, 50] {
+        let mut child = StdCommand::new(&binary)
+            .arg("--db")
+            .arg(s.db())
+            .arg("index")
+            .arg(&big)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let now = stdout(&s.query(&["--json", "1Ba*"]).success());
+        assert!(now == old || now == new, "after {delay_ms} ms: {now}");
+    }
+    pooltag()
+        .arg("--db")
+        .arg(s.db())
+        .arg("index")
+        .arg(&big)
+        .assert()
+        .success();
+    assert_eq!(stdout(&s.query(&["--json", "1Ba*"]).success()), new);
+    let leftovers: Vec<String> = fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pooltag.db."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn db_option_goes_before_or_after_the_subcommand_and_env_gives_the_default() {
+    let s = Scratch::new();
+    pooltag()
+        .args(["index"])
+        .arg(s.root())
+        .arg("--db")
+        .arg(s.db())
+        .assert()
+        .success();
+    let listed = stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(s.db())
+            .args(["query", "-l", "1Ba1"])
+            .assert()
+            .success(),
+    );
+    assert_eq!(listed.lines().count(), 4);
+    let via_env = stdout(
+        &Command::cargo_bin("pooltag")
+            .unwrap()
+            .env("POOLTAG_DB", s.db())
+            .args(["query", "-l", "1Ba1"])
+            .assert()
+            .success(),
+    );
+    assert_eq!(via_env, listed);
+    #[cfg(target_os = "linux")]
+    {
+        let data = s.dir.path().join("xdg");
+        Command::cargo_bin("pooltag")
+            .unwrap()
+            .env_remove("POOLTAG_DB")
+            .env("XDG_DATA_HOME", &data)
+            .arg("index")
+            .arg(s.root())
+            .assert()
+            .success();
+        assert!(data.join("pooltag/pooltag.db").is_file());
+    }
+}
+
+#[test]
+fn provenance_is_recorded() {
+    let s = Scratch::new();
+    s.index().success();
+    let conn = rusqlite::Connection::open(s.db()).unwrap();
+    let (version, host, os, roots, started, finished, seen, drivers, entries, errors): (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = conn
+        .query_row(
+            "SELECT pooltag_version, host, os, roots, started_at, finished_at, files_seen, \
+             drivers_indexed, tag_file_entries, errors FROM run",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    assert!(!host.is_empty());
+    assert_eq!(
+        os,
+        format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
+    );
+    assert_eq!(
+        roots,
+        serde_json::to_string(&[s.root().display().to_string()]).unwrap()
+    );
+    assert!(started > 1_700_000_000 && finished >= started);
+    assert_eq!((seen, drivers, entries, errors), (55, 52, 4, 0));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let s = Scratch::new();
+    s.index().success();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("pooltag"))
+        .arg("--db")
+        .arg(s.db())
+        .args(["tags", "x64-O0/wrapper.sys"])
+        .current_dir(s.root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
