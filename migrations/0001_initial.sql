@@ -49,7 +49,6 @@ CREATE TABLE file_tag (
     evidence INTEGER NOT NULL CHECK (evidence BETWEEN 2 AND 5),
     PRIMARY KEY (tag, file_id)
 ) WITHOUT ROWID;
-CREATE INDEX file_tag_by_file ON file_tag(file_id);
 
 -- The places behind `call` and `arg` evidence.
 CREATE TABLE site (
@@ -57,8 +56,9 @@ CREATE TABLE site (
     tag INTEGER NOT NULL,
     evidence INTEGER NOT NULL,
     api TEXT,                         -- the API called; NULL for an arg site with an unknown callee
-    rva INTEGER NOT NULL,             -- RVA of the call instruction
-    section TEXT NOT NULL
+    rva INTEGER NOT NULL,             -- RVA of the call (or tail jump) instruction
+    section TEXT NOT NULL,            -- name of the section holding it
+    offset INTEGER NOT NULL           -- its offset in that section (`.text+0x1a2b`)
 );
 CREATE INDEX site_by_file_tag ON site(file_id, tag);
 

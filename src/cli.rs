@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
+use crate::extract::Evidence;
 use crate::index::IndexConfig;
 use crate::query::{QueryConfig, QueryOutput, TagsConfig};
 use crate::tag::TagPattern;
@@ -49,6 +50,10 @@ enum CommandArgs {
         /// Match letters in any case
         #[arg(short = 'i', long)]
         ignore_case: bool,
+        /// Keep only drivers tied to the tag at this level or stronger: call, arg, code, data,
+        /// bytes [default: bytes; with -l, the files holding the four bytes, as findstr]
+        #[arg(long, value_name = "LEVEL", value_parser = parse_evidence)]
+        evidence: Option<Evidence>,
         /// Tags or tag patterns
         #[arg(required = true, value_name = "PATTERN")]
         patterns: Vec<String>,
@@ -56,9 +61,12 @@ enum CommandArgs {
     /// The tags found in indexed files
     #[command(after_help = "Example:\n  pooltag tags afd.sys")]
     Tags {
-        /// Print one JSON array of {"path", "tag", "evidence"}
+        /// Print one JSON array of {"path", "tag", "evidence", "sites"}
         #[arg(long)]
         json: bool,
+        /// Keep only tags at this level or stronger: call, arg, code, data, bytes
+        #[arg(long, value_name = "LEVEL", value_parser = parse_evidence)]
+        evidence: Option<Evidence>,
         /// Indexed files, by path or by file name
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
@@ -97,6 +105,7 @@ impl Args {
                 json,
                 list,
                 ignore_case,
+                evidence,
                 patterns,
             } => Command::Query(QueryConfig {
                 db,
@@ -105,6 +114,7 @@ impl Args {
                     .map(|p| TagPattern::parse(p).map_err(|e| Error::new(e.to_string())))
                     .collect::<Result<_>>()?,
                 ignore_case,
+                evidence,
                 output: if list {
                     QueryOutput::List
                 } else if json {
@@ -113,9 +123,25 @@ impl Args {
                     QueryOutput::Human
                 },
             }),
-            CommandArgs::Tags { json, files } => Command::Tags(TagsConfig { db, files, json }),
+            CommandArgs::Tags {
+                json,
+                evidence,
+                files,
+            } => Command::Tags(TagsConfig {
+                db,
+                files,
+                json,
+                evidence,
+            }),
         })
     }
+}
+
+/// An evidence level named on the command line.
+fn parse_evidence(name: &str) -> std::result::Result<Evidence, String> {
+    Evidence::from_name(name).ok_or_else(|| {
+        format!("unknown evidence level '{name}' (use call, arg, code, data or bytes)")
+    })
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

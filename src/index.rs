@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::iter::{ParallelBridge, ParallelIterator};
 
 use crate::error::{Error, Result};
-use crate::extract::bytes::WindowCollector;
+use crate::extract::{self, bytes::WindowCollector};
 use crate::read::{FileContent, read_file, read_tag_file};
 use crate::store::write::{DriverRecord, IndexWriter, RunRecord};
 use crate::tagfile::{self, TagFile};
@@ -158,6 +158,7 @@ fn process(job: Job) -> Outcome {
     match read_file(&path) {
         Ok(FileContent::Driver { data, image }) => {
             let tags = COLLECTOR.with(|c| c.borrow_mut().collect(&data));
+            let findings = extract::analyse(&data);
             let record = DriverRecord {
                 name: path
                     .file_name()
@@ -168,6 +169,7 @@ fn process(job: Job) -> Outcome {
                 mtime_ns,
                 image,
                 tags,
+                findings,
             };
             Outcome::Driver(record, data.len() as u64)
         }

@@ -8,9 +8,10 @@ use clap::Parser;
 
 use pooltag::cli::{Args, Command};
 use pooltag::error::{Error, Result};
+use pooltag::extract::Evidence;
 use pooltag::index::{self, IndexConfig};
 use pooltag::print;
-use pooltag::query::{self, QueryConfig, QueryOutput, TagsConfig};
+use pooltag::query::{self, QueryConfig, QueryOutput, Scope, TagsConfig};
 use pooltag::store::Database;
 
 /// Whether a mode found what it was asked for.
@@ -51,12 +52,14 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     let found = match config.output {
         QueryOutput::List => {
-            let paths = query::list_files(&db, &config.patterns, config.ignore_case)?;
+            let scope = Scope::from_option(config.evidence, Scope::Bytes);
+            let paths = query::list_files(&db, &config.patterns, config.ignore_case, scope)?;
             print::paths(&mut out, &paths)?;
             !paths.is_empty()
         }
         QueryOutput::Json | QueryOutput::Human => {
-            let answer = query::answer(&db, &config.patterns, config.ignore_case)?;
+            let scope = Scope::from_option(config.evidence, Scope::AtLeast(Evidence::Bytes));
+            let answer = query::answer(&db, &config.patterns, config.ignore_case, scope)?;
             if config.output == QueryOutput::Json {
                 print::query_json(&mut out, &answer)?;
             } else {
@@ -77,7 +80,10 @@ fn run_tags(config: &TagsConfig) -> Result<Found> {
     let mut missing = false;
     for given in &config.files {
         match query::resolve_file(&db, given)? {
-            Some(file) => files.push((file.path, db.tags_of_file(file.id)?)),
+            Some(file) => {
+                let minimum = config.evidence.unwrap_or(Evidence::Bytes);
+                files.push((file.path, query::file_tags(&db, file.id, minimum)?));
+            }
             None => {
                 eprintln!("pooltag: {given}: not in the index");
                 missing = true;

@@ -5,9 +5,9 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::extract::Evidence;
-use crate::query::QueryAnswer;
-use crate::tag::{Tag, TagPattern};
+use crate::query::{FileTag, QueryAnswer};
+use crate::store::StoredSite;
+use crate::tag::TagPattern;
 
 /// One element of `pooltag query --json`.
 #[derive(Serialize)]
@@ -24,6 +24,7 @@ enum QueryItem<'a> {
         tag: String,
         path: &'a str,
         evidence: &'static str,
+        sites: Vec<SiteItem<'a>>,
     },
 }
 
@@ -33,7 +34,41 @@ struct TagItem<'a> {
     path: &'a str,
     tag: String,
     evidence: &'static str,
+    sites: Vec<SiteItem<'a>>,
 }
+
+/// A `call` or `arg` site in JSON.
+#[derive(Serialize)]
+struct SiteItem<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api: Option<&'a str>,
+    rva: u32,
+    section: &'a str,
+}
+
+fn site_items(sites: &[StoredSite]) -> Vec<SiteItem<'_>> {
+    sites
+        .iter()
+        .map(|s| SiteItem {
+            api: s.api.as_deref(),
+            rva: s.rva,
+            section: &s.section,
+        })
+        .collect()
+}
+
+/// `ExAllocatePoolWithTag at .text+0x1a2b`; an `arg` site says what it is an argument of.
+fn describe_site(site: &StoredSite) -> String {
+    let place = format!("{}+{:#x}", site.section, site.offset);
+    match (site.evidence, site.api.as_deref()) {
+        (crate::extract::Evidence::Call, Some(api)) => format!("{api} at {place}"),
+        (_, Some(api)) => format!("argument to {api} at {place}"),
+        (_, None) => format!("argument of a call at {place}"),
+    }
+}
+
+/// Indentation of the site lines under a driver line.
+const SITE_INDENT: &str = "               ";
 
 /// The human answer: Pooltag.txt entries, then drivers; or why there is none.
 pub fn query_human(
@@ -63,6 +98,9 @@ pub fn query_human(
                 file.evidence.name(),
                 file.path
             )?;
+            for site in &file.sites {
+                writeln!(out, "{SITE_INDENT}{}", describe_site(site))?;
+            }
         }
     } else if !answer.entries.is_empty() {
         writeln!(out, "Drivers: no indexed driver holds it")?;
@@ -98,6 +136,7 @@ pub fn query_json(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> 
         tag: f.tag.to_string(),
         path: &f.path,
         evidence: f.evidence.name(),
+        sites: site_items(&f.sites),
     });
     let items: Vec<QueryItem> = entries.chain(files).collect();
     serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
@@ -112,24 +151,28 @@ pub fn paths(out: &mut impl Write, paths: &[String]) -> io::Result<()> {
     Ok(())
 }
 
-/// The tags of one file for a person: its path, then one tag per line.
-pub fn tags_human(out: &mut impl Write, path: &str, tags: &[(Tag, Evidence)]) -> io::Result<()> {
+/// The tags of one file for a person: its path, then one tag per line, sites below.
+pub fn tags_human(out: &mut impl Write, path: &str, tags: &[FileTag]) -> io::Result<()> {
     writeln!(out, "{path}")?;
-    for (tag, evidence) in tags {
-        writeln!(out, "  {tag}  {}", evidence.name())?;
+    for tag in tags {
+        writeln!(out, "  {}  {}", tag.tag, tag.evidence.name())?;
+        for site in &tag.sites {
+            writeln!(out, "{SITE_INDENT}{}", describe_site(site))?;
+        }
     }
     Ok(())
 }
 
 /// The tags of several files as one JSON array.
-pub fn tags_json(out: &mut impl Write, files: &[(String, Vec<(Tag, Evidence)>)]) -> io::Result<()> {
+pub fn tags_json(out: &mut impl Write, files: &[(String, Vec<FileTag>)]) -> io::Result<()> {
     let items: Vec<TagItem> = files
         .iter()
         .flat_map(|(path, tags)| {
-            tags.iter().map(move |(tag, evidence)| TagItem {
+            tags.iter().map(move |t| TagItem {
                 path,
-                tag: tag.to_string(),
-                evidence: evidence.name(),
+                tag: t.tag.to_string(),
+                evidence: t.evidence.name(),
+                sites: site_items(&t.sites),
             })
         })
         .collect();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::extract::Evidence;
-use crate::store::{Database, StoredEntry, StoredFile};
+use crate::store::{Database, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
 
 /// How `pooltag query` prints.
@@ -26,6 +26,9 @@ pub struct QueryConfig {
     pub patterns: Vec<TagPattern>,
     pub ignore_case: bool,
     pub output: QueryOutput,
+    /// `--evidence`: only pairs at this level or stronger. Without it, `-l` lists the files that
+    /// hold the bytes (findstr's answer) and the other outputs show every level.
+    pub evidence: Option<Evidence>,
 }
 
 /// What `pooltag tags` was asked.
@@ -34,6 +37,8 @@ pub struct TagsConfig {
     pub db: PathBuf,
     pub files: Vec<String>,
     pub json: bool,
+    /// `--evidence`: only tags at this level or stronger.
+    pub evidence: Option<Evidence>,
 }
 
 /// One driver file holding a matching tag.
@@ -42,6 +47,43 @@ pub struct FileMatch {
     pub tag: Tag,
     pub path: String,
     pub evidence: Evidence,
+    /// The `call` and `arg` sites behind the pair, by RVA.
+    pub sites: Vec<StoredSite>,
+}
+
+/// Which (file, tag) pairs a lookup considers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only files holding the four bytes: findstr's answer.
+    Bytes,
+    /// Pairs whose strongest evidence is this level or stronger.
+    AtLeast(Evidence),
+}
+
+impl Scope {
+    /// `--evidence LEVEL`, or else what the output shows by default.
+    pub fn from_option(evidence: Option<Evidence>, default: Scope) -> Scope {
+        evidence.map_or(default, Scope::AtLeast)
+    }
+
+    fn reads_bytes(self) -> bool {
+        matches!(self, Scope::Bytes | Scope::AtLeast(Evidence::Bytes))
+    }
+
+    fn keeps(self, evidence: Evidence) -> bool {
+        match self {
+            Scope::Bytes => false,
+            Scope::AtLeast(minimum) => evidence >= minimum,
+        }
+    }
+}
+
+/// One tag of a file, for `pooltag tags`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileTag {
+    pub tag: Tag,
+    pub evidence: Evidence,
+    pub sites: Vec<StoredSite>,
 }
 
 /// Everything a query found.
@@ -55,24 +97,28 @@ pub struct QueryAnswer {
     pub neighbours: Vec<Tag>,
 }
 
-/// The driver files holding a tag that matches any of `patterns`, with their strongest evidence.
+/// The driver files holding a tag that matches any of `patterns`, with their strongest evidence
+/// in `scope`: by tag, strongest first, then by path.
 pub fn find_files(
     db: &Database,
     patterns: &[TagPattern],
     ignore_case: bool,
+    scope: Scope,
 ) -> Result<Vec<FileMatch>> {
     let mut strongest: BTreeMap<(Tag, i64), Evidence> = BTreeMap::new();
     for pattern in patterns {
         for (low, high) in pattern.key_ranges(ignore_case) {
-            for (tag, ids) in db.postings(low, high)? {
-                if pattern.matches(tag, ignore_case) {
-                    for id in ids {
-                        strongest.entry((tag, id)).or_insert(Evidence::Bytes);
+            if scope.reads_bytes() {
+                for (tag, ids) in db.postings(low, high)? {
+                    if pattern.matches(tag, ignore_case) {
+                        for id in ids {
+                            strongest.entry((tag, id)).or_insert(Evidence::Bytes);
+                        }
                     }
                 }
             }
             for (tag, id, evidence) in db.stronger_evidence(low, high)? {
-                if pattern.matches(tag, ignore_case) {
+                if scope.keeps(evidence) && pattern.matches(tag, ignore_case) {
                     let level = strongest.entry((tag, id)).or_insert(evidence);
                     *level = (*level).max(evidence);
                 }
@@ -80,14 +126,16 @@ pub fn find_files(
         }
     }
     let paths = db.file_paths(strongest.keys().map(|(_, id)| *id))?;
-    let mut files: Vec<FileMatch> = strongest
-        .into_iter()
-        .map(|((tag, id), evidence)| FileMatch {
+    let mut files = Vec::with_capacity(strongest.len());
+    for ((tag, id), evidence) in strongest {
+        let sites = sites_of(db, id, tag, evidence)?;
+        files.push(FileMatch {
             tag,
             path: paths[&id].clone(),
             evidence,
-        })
-        .collect();
+            sites,
+        });
+    }
     files.sort_by(|a, b| (a.tag, b.evidence, &a.path).cmp(&(b.tag, a.evidence, &b.path)));
     Ok(files)
 }
@@ -141,9 +189,14 @@ pub fn find_neighbours(
 }
 
 /// Answers a query in full (the human and JSON outputs).
-pub fn answer(db: &Database, patterns: &[TagPattern], ignore_case: bool) -> Result<QueryAnswer> {
+pub fn answer(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+    scope: Scope,
+) -> Result<QueryAnswer> {
     let entries = find_entries(db, patterns, ignore_case)?;
-    let files = find_files(db, patterns, ignore_case)?;
+    let files = find_files(db, patterns, ignore_case, scope)?;
     let neighbours = if entries.is_empty() && files.is_empty() {
         find_neighbours(db, patterns, ignore_case)?
     } else {
@@ -161,8 +214,9 @@ pub fn list_files(
     db: &Database,
     patterns: &[TagPattern],
     ignore_case: bool,
+    scope: Scope,
 ) -> Result<Vec<String>> {
-    let paths: BTreeSet<String> = find_files(db, patterns, ignore_case)?
+    let paths: BTreeSet<String> = find_files(db, patterns, ignore_case, scope)?
         .into_iter()
         .map(|m| m.path)
         .collect();
@@ -170,7 +224,8 @@ pub fn list_files(
 }
 
 /// The file a `pooltag tags` argument names: its path as indexed (as given or made absolute),
-/// or else its file name when exactly one indexed file has it.
+/// else the one indexed file whose path ends with the given one (`x64\\afd.sys`, `afd.sys`;
+/// either slash).
 pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
     let absolute = std::path::absolute(given)
         .map(|p| p.to_string_lossy().into_owned())
@@ -180,11 +235,17 @@ pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
             return Ok(Some(file));
         }
     }
-    let name = std::path::Path::new(given)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut named = db.files_named(&name)?;
+    let normalize = |p: &str| p.replace('\\', "/").to_lowercase();
+    let wanted = normalize(given);
+    let name = wanted.rsplit('/').next().unwrap_or_default();
+    let mut named: Vec<StoredFile> = db
+        .files_named(name)?
+        .into_iter()
+        .filter(|f| {
+            let path = normalize(&f.path);
+            path == wanted || path.ends_with(&format!("/{}", wanted.trim_start_matches("./")))
+        })
+        .collect();
     match named.len() {
         0 => Ok(None),
         1 => Ok(named.pop()),
@@ -196,5 +257,29 @@ pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
                 .collect::<Vec<_>>()
                 .join("\n  ")
         ))),
+    }
+}
+
+/// The tags of one indexed file at `minimum` or stronger, with the sites behind `call` and `arg`.
+pub fn file_tags(db: &Database, file_id: i64, minimum: Evidence) -> Result<Vec<FileTag>> {
+    db.tags_of_file(file_id, minimum)?
+        .into_iter()
+        .map(|(tag, evidence)| {
+            let sites = sites_of(db, file_id, tag, evidence)?;
+            Ok(FileTag {
+                tag,
+                evidence,
+                sites,
+            })
+        })
+        .collect()
+}
+
+/// The sites behind a pair; only `call` and `arg` evidence has any.
+fn sites_of(db: &Database, file_id: i64, tag: Tag, evidence: Evidence) -> Result<Vec<StoredSite>> {
+    if evidence >= Evidence::Arg {
+        db.sites(file_id, tag)
+    } else {
+        Ok(Vec::new())
     }
 }

@@ -122,7 +122,7 @@ fn index_prints_one_summary_line_and_reports_malformed_tag_lines() {
 }
 
 #[test]
-fn query_prints_pooltag_entries_then_drivers() {
+fn query_prints_pooltag_entries_then_drivers_with_their_call_sites() {
     let s = Scratch::new();
     s.index().success();
     let assert = s.query(&["1Ba1"]).success();
@@ -131,8 +131,20 @@ fn query_prints_pooltag_entries_then_drivers() {
          1Ba1  basic.sys - Basic fixture first buffer\n        {0}:4\nDrivers:\n",
         s.path("localtag.txt")
     );
-    for build in ["x64-O0", "x64-O2", "x86-O0", "x86-O2"] {
-        expected += &format!("  1Ba1  bytes  {}\n", s.path(&format!("{build}/basic.sys")));
+    for (build, offsets) in [
+        ("x64-O0", [0x27, 0x75, 0xda]),
+        ("x64-O2", [0x1d, 0x7e, 0x91]),
+        ("x86-O0", [0x22, 0x77, 0xf0]),
+        ("x86-O2", [0x22, 0xac, 0xc6]),
+    ] {
+        expected += &format!("  1Ba1  call   {}\n", s.path(&format!("{build}/basic.sys")));
+        expected += &format!(
+            "               ExAllocatePoolWithTag at .text+{:#x}\n",
+            offsets[0]
+        );
+        for offset in &offsets[1..] {
+            expected += &format!("               ExFreePoolWithTag at .text+{offset:#x}\n");
+        }
     }
     assert_eq!(stdout(&assert), expected);
 }
@@ -144,7 +156,7 @@ fn wildcards_match_tags_and_tag_file_lines() {
     let out = stdout(&s.query(&["1Ba?"]).success());
     let tags: BTreeSet<&str> = out
         .lines()
-        .filter(|l| l.ends_with("basic.sys") && l.contains(" bytes "))
+        .filter(|l| l.starts_with("  1Ba") && l.ends_with("basic.sys"))
         .map(|l| &l[2..6])
         .collect();
     assert_eq!(tags, BTreeSet::from(["1Ba1", "1Ba2"]));
@@ -180,37 +192,31 @@ fn hex_and_protected_pool_values_name_the_same_tag() {
 fn json_follows_the_contract() {
     let s = Scratch::new();
     s.index().success();
-    let out = stdout(&s.query(&["--json", "7Rt1"]).success());
-    let expected = format!(
-        "[{{\"kind\":\"pooltag\",\"tag\":\"7Rt1\",\"binary\":\"decoys.sys\",\"description\":\"The one real tag of decoys.sys\",\"source\":{src},\"line\":5}},{files}]\n",
-        src = serde_json::to_string(&s.path("localtag.txt")).unwrap(),
-        files = ["arm64-O2", "x64-O0", "x64-O2", "x86-O0", "x86-O2"]
-            .iter()
-            .map(|b| format!(
-                "{{\"kind\":\"file\",\"tag\":\"7Rt1\",\"path\":{},\"evidence\":\"bytes\"}}",
-                serde_json::to_string(&s.path(&format!("{b}/decoys.sys"))).unwrap()
-            ))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    // arm64 builds 7Rt1 with MOVZ/MOVK unless the compiler used a literal; keep the truth.
-    let found_arm = fs::read(s.root().join("arm64-O2/decoys.sys"))
-        .unwrap()
-        .windows(4)
-        .any(|w| w == b"7Rt1");
-    let expected = if found_arm {
-        expected
-    } else {
-        expected.replacen(
-            &format!(
-                "{{\"kind\":\"file\",\"tag\":\"7Rt1\",\"path\":{},\"evidence\":\"bytes\"}},",
-                serde_json::to_string(&s.path("arm64-O2/decoys.sys")).unwrap()
-            ),
-            "",
-            1,
-        )
-    };
+    let out = stdout(&s.query(&["--json", "4Wr2"]).success());
+    let mut expected = String::from("[");
+    for (build, rva) in [
+        ("x64-O0", 0x1085),
+        ("x64-O2", 0x1037),
+        ("x86-O0", 0x1076),
+        ("x86-O2", 0x1042),
+    ] {
+        expected += &format!(
+            "{{\"kind\":\"file\",\"tag\":\"4Wr2\",\"path\":{},\"evidence\":\"arg\",\"sites\":[{{\"rva\":{rva},\"section\":\".text\"}}]}},",
+            serde_json::to_string(&s.path(&format!("{build}/wrapper.sys"))).unwrap()
+        );
+    }
+    expected.pop();
+    expected += "]\n";
     assert_eq!(out, expected);
+
+    let out = stdout(&s.query(&["--json", "ZzNo"]).success());
+    assert_eq!(
+        out,
+        format!(
+            "[{{\"kind\":\"pooltag\",\"tag\":\"ZzNo\",\"binary\":\"nowhere.sys\",\"description\":\"A tag no fixture uses\",\"source\":{},\"line\":6}}]\n",
+            serde_json::to_string(&s.path("localtag.txt")).unwrap()
+        )
+    );
 }
 
 #[test]
@@ -272,7 +278,9 @@ fn list_matches_a_scan_of_the_driver_files_for_every_tag() {
     assert!(tags.len() > 500, "{}", tags.len());
     for tag in &tags {
         let pattern = pooltag::tag::TagPattern::exact(pooltag::tag::Tag(*tag));
-        let listed = pooltag::query::list_files(&db, &[pattern], false).unwrap();
+        let listed =
+            pooltag::query::list_files(&db, &[pattern], false, pooltag::query::Scope::Bytes)
+                .unwrap();
         let mut scanned: Vec<String> = drivers
             .iter()
             .filter(|(_, data)| data.windows(4).any(|w| w == tag))
@@ -351,9 +359,16 @@ fn tags_lists_a_files_tags_by_path_or_unambiguous_name() {
             .success(),
     );
     assert!(by_path.starts_with(&format!("{}\n", s.path("x64-O2/basic.sys"))));
-    assert!(by_path.contains("\n  1Ba1  bytes\n"));
-    assert!(by_path.contains("\n  1Bp2  bytes\n"));
-    let listed: Vec<&str> = by_path.lines().skip(1).collect();
+    assert!(
+        by_path.contains("\n  1Ba1  call\n               ExAllocatePoolWithTag at .text+0x1d\n")
+    );
+    assert!(by_path.contains("\n  1Bp2  call\n               ExAllocatePool2 at .text+0x51\n"));
+    assert!(by_path.contains("\n  This  bytes\n"));
+    let listed: Vec<&str> = by_path
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with(&" ".repeat(15)))
+        .collect();
     let mut sorted = listed.clone();
     sorted.sort();
     assert_eq!(listed, sorted);
@@ -379,7 +394,11 @@ fn tags_lists_a_files_tags_by_path_or_unambiguous_name() {
     let items: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     assert_eq!(items.len(), listed.len());
     assert!(items.contains(&serde_json::json!({
-        "path": s.path("x64-O2/basic.sys"), "tag": "1Ba1", "evidence": "bytes"
+        "path": s.path("x64-O2/basic.sys"), "tag": "1Bp2", "evidence": "call",
+        "sites": [{"api": "ExAllocatePool2", "rva": 0x1051, "section": ".text"}]
+    })));
+    assert!(items.contains(&serde_json::json!({
+        "path": s.path("x64-O2/basic.sys"), "tag": "This", "evidence": "bytes", "sites": []
     })));
 
     let ambiguous = pooltag()

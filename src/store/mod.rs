@@ -75,6 +75,17 @@ pub struct StoredEntry {
     pub line: u32,
 }
 
+/// A `call` or `arg` site as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSite {
+    pub evidence: Evidence,
+    /// `None` for an `arg` site whose callee is unknown.
+    pub api: Option<String>,
+    pub rva: u32,
+    pub section: String,
+    pub offset: u32,
+}
+
 /// An indexed driver file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFile {
@@ -291,13 +302,52 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
-    /// Every tag of one file with its strongest evidence, in key order. The bytes level is
-    /// stored by tag, so this reads every posting list: a full scan, fine for one command.
-    pub fn tags_of_file(&self, file_id: i64) -> Result<Vec<(Tag, Evidence)>> {
+    /// The sites behind a (file, tag) pair, by RVA.
+    pub fn sites(&self, file_id: i64, tag: Tag) -> Result<Vec<StoredSite>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT evidence, api, rva, section, offset FROM site \
+                 WHERE file_id = ?1 AND tag = ?2 ORDER BY rva, evidence, api",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = statement
+            .query_map(params![file_id, tag.key()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut sites = Vec::new();
+        for row in rows {
+            let (level, api, rva, section, offset) = row.map_err(|e| self.fail(e))?;
+            sites.push(StoredSite {
+                evidence: Evidence::from_number(level)
+                    .ok_or_else(|| self.damaged("an unknown evidence level"))?,
+                api,
+                rva: u32::try_from(rva).map_err(|_| self.damaged("an RVA out of range"))?,
+                section,
+                offset: u32::try_from(offset)
+                    .map_err(|_| self.damaged("a section offset out of range"))?,
+            });
+        }
+        Ok(sites)
+    }
+
+    /// Every tag of one file whose strongest evidence is `minimum` or stronger, in key order.
+    /// The bytes level is stored by tag, so including it reads every posting list: a full scan,
+    /// fine for one command.
+    pub fn tags_of_file(&self, file_id: i64, minimum: Evidence) -> Result<Vec<(Tag, Evidence)>> {
         let mut strongest: HashMap<Tag, Evidence> = HashMap::new();
-        for (tag, ids) in self.postings(0, u32::MAX)? {
-            if ids.binary_search(&file_id).is_ok() {
-                strongest.insert(tag, Evidence::Bytes);
+        if minimum == Evidence::Bytes {
+            for (tag, ids) in self.postings(0, u32::MAX)? {
+                if ids.binary_search(&file_id).is_ok() {
+                    strongest.insert(tag, Evidence::Bytes);
+                }
             }
         }
         let mut statement = self
@@ -314,8 +364,10 @@ impl Database {
             let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
             let evidence = Evidence::from_number(level)
                 .ok_or_else(|| self.damaged("an unknown evidence level"))?;
-            let entry = strongest.entry(tag).or_insert(evidence);
-            *entry = (*entry).max(evidence);
+            if evidence >= minimum {
+                let entry = strongest.entry(tag).or_insert(evidence);
+                *entry = (*entry).max(evidence);
+            }
         }
         let mut tags: Vec<(Tag, Evidence)> = strongest.into_iter().collect();
         tags.sort_unstable();

@@ -18,6 +18,7 @@ use rusqlite::{Connection, params};
 
 use super::{describe, migrate, postings};
 use crate::error::{Error, Result};
+use crate::extract::Findings;
 use crate::read::PeSummary;
 use crate::tag::Tag;
 use crate::tagfile::TagFile;
@@ -34,6 +35,8 @@ pub struct DriverRecord {
     pub image: PeSummary,
     /// Distinct bytes-level tags.
     pub tags: Vec<Tag>,
+    /// Stronger evidence from the code and data.
+    pub findings: Findings,
 }
 
 /// Provenance of a run, written when it ends.
@@ -148,7 +151,10 @@ impl IndexWriter {
         if inserted == 0 {
             return Ok(()); // the same path reached through two overlapping roots
         }
-        let file_id = self.conn().last_insert_rowid() as u64;
+        let file_id = self.conn().last_insert_rowid();
+        self.add_findings(file_id, &record.findings)
+            .map_err(|e| self.fail(e))?;
+        let file_id = file_id as u64;
         self.pairs.extend(
             record
                 .tags
@@ -157,6 +163,31 @@ impl IndexWriter {
         );
         if self.pairs.len() >= PAIR_BUDGET {
             self.write_segment()?;
+        }
+        Ok(())
+    }
+
+    fn add_findings(&self, file_id: i64, findings: &Findings) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        let mut level = conn
+            .prepare_cached("INSERT INTO file_tag (tag, file_id, evidence) VALUES (?1, ?2, ?3)")?;
+        for (tag, evidence) in &findings.levels {
+            level.execute(params![tag.key(), file_id, *evidence as i64])?;
+        }
+        let mut site = conn.prepare_cached(
+            "INSERT INTO site (file_id, tag, evidence, api, rva, section, offset) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for s in &findings.sites {
+            site.execute(params![
+                file_id,
+                s.tag.key(),
+                s.evidence as i64,
+                s.api,
+                s.rva,
+                s.section,
+                s.offset
+            ])?;
         }
         Ok(())
     }

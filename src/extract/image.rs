@@ -1,0 +1,207 @@
+//! The parts of a PE image that code analysis needs: sections, the image base, and the import
+//! address table slots with the function each one receives. Everything borrows the file's bytes;
+//! every lookup is bounds-checked and answers `None` rather than guessing.
+
+use std::collections::HashMap;
+
+use object::LittleEndian as LE;
+use object::pe;
+use object::read::FileKind;
+use object::read::pe::{
+    ImageNtHeaders, ImageOptionalHeader, Import as ImportName, ImportThunkList, PeFile,
+};
+
+/// Imports read per image at most: a hostile import table cannot make the work unbounded.
+const MAX_IMPORTS: usize = 65_536;
+
+/// The instruction set of an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86,
+    X64,
+    Arm64,
+    /// Anything else (ARM32, IA-64...): only the data and bytes levels apply.
+    Other,
+}
+
+/// One section of the image.
+#[derive(Clone, Debug)]
+pub struct Section<'data> {
+    /// The name, NULs trimmed (`.text`).
+    pub name: String,
+    pub rva: u32,
+    /// The raw data present in the file (at most the virtual size).
+    pub data: &'data [u8],
+    pub executable: bool,
+    /// Initialized data that is neither code nor discarded after load (`.data`, `.rdata`; not
+    /// `.reloc` or debug sections, whose text and numbers are not tags the driver uses).
+    pub initialized_data: bool,
+}
+
+/// A function imported from a module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Import {
+    pub module: String,
+    pub name: String,
+}
+
+/// A parsed image.
+pub struct Image<'data> {
+    pub arch: Arch,
+    pub image_base: u64,
+    pub sections: Vec<Section<'data>>,
+    /// The import each IAT slot (by RVA) is bound to, delay-load slots included. Ordinal
+    /// imports are named `#N`.
+    pub imports: HashMap<u32, Import>,
+}
+
+impl<'data> Image<'data> {
+    /// Parses `data` as a PE image; `None` when it is not one.
+    pub fn parse(data: &'data [u8]) -> Option<Image<'data>> {
+        match FileKind::parse(data).ok()? {
+            FileKind::Pe32 => parse_as::<pe::ImageNtHeaders32>(data),
+            FileKind::Pe64 => parse_as::<pe::ImageNtHeaders64>(data),
+            _ => None,
+        }
+    }
+
+    /// The section holding `rva`, and the offset of `rva` in its data.
+    pub fn section_at(&self, rva: u32) -> Option<(&Section<'data>, usize)> {
+        self.sections.iter().find_map(|s| {
+            let offset = rva.checked_sub(s.rva)? as usize;
+            (offset < s.data.len()).then_some((s, offset))
+        })
+    }
+
+    /// Up to `len` bytes of file data at `rva` (fewer at the end of a section).
+    pub fn bytes_at(&self, rva: u32, len: usize) -> Option<&'data [u8]> {
+        let (section, offset) = self.section_at(rva)?;
+        let end = section.data.len().min(offset + len);
+        Some(&section.data[offset..end])
+    }
+
+    /// The four bytes at `rva`, read little-endian.
+    pub fn u32_at(&self, rva: u32) -> Option<u32> {
+        let bytes: [u8; 4] = self.bytes_at(rva, 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(bytes))
+    }
+
+    /// The eight bytes at `rva`, read little-endian.
+    pub fn u64_at(&self, rva: u32) -> Option<u64> {
+        let bytes: [u8; 8] = self.bytes_at(rva, 8)?.try_into().ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
+
+    /// The RVA of a virtual address (an absolute address in x86 code), if it lies in the image.
+    pub fn rva_of_va(&self, va: u64) -> Option<u32> {
+        u32::try_from(va.checked_sub(self.image_base)?).ok()
+    }
+}
+
+fn parse_as<'data, Pe: ImageNtHeaders>(data: &'data [u8]) -> Option<Image<'data>> {
+    let file = PeFile::<Pe, &'data [u8]>::parse(data).ok()?;
+    let headers = file.nt_headers();
+    let arch = match headers.file_header().machine.get(LE) {
+        pe::IMAGE_FILE_MACHINE_I386 => Arch::X86,
+        pe::IMAGE_FILE_MACHINE_AMD64 => Arch::X64,
+        pe::IMAGE_FILE_MACHINE_ARM64 => Arch::Arm64,
+        _ => Arch::Other,
+    };
+    let sections = file
+        .section_table()
+        .iter()
+        .filter_map(|header| {
+            let characteristics = header.characteristics.get(LE).0;
+            let name_end = header.name.iter().position(|&b| b == 0).unwrap_or(8);
+            let (rva, virtual_size) = header.pe_address_range();
+            let mut section_data = header.pe_data(data).ok()?;
+            if virtual_size != 0 && (virtual_size as usize) < section_data.len() {
+                section_data = &section_data[..virtual_size as usize];
+            }
+            Some(Section {
+                name: String::from_utf8_lossy(&header.name[..name_end]).into_owned(),
+                rva,
+                data: section_data,
+                executable: characteristics
+                    & (pe::IMAGE_SCN_MEM_EXECUTE.0 | pe::IMAGE_SCN_CNT_CODE.0)
+                    != 0,
+                initialized_data: characteristics & pe::IMAGE_SCN_CNT_INITIALIZED_DATA.0 != 0
+                    && characteristics
+                        & (pe::IMAGE_SCN_MEM_EXECUTE.0 | pe::IMAGE_SCN_MEM_DISCARDABLE.0)
+                        == 0,
+            })
+        })
+        .collect();
+    let mut imports = HashMap::new();
+    // A damaged table gives the imports read before the damage.
+    let _ = read_imports(&file, &mut imports);
+    let _ = read_delay_imports(&file, &mut imports);
+    Some(Image {
+        arch,
+        image_base: headers.optional_header().image_base(),
+        sections,
+        imports,
+    })
+}
+
+fn read_imports<'data, Pe: ImageNtHeaders>(
+    file: &PeFile<'data, Pe, &'data [u8]>,
+    imports: &mut HashMap<u32, Import>,
+) -> object::Result<()> {
+    let Some(table) = file.import_table()? else {
+        return Ok(());
+    };
+    for descriptor in table.descriptors()? {
+        let descriptor = descriptor?;
+        let module = String::from_utf8_lossy(table.name(descriptor.name.get(LE))?).into_owned();
+        let iat = descriptor.first_thunk.get(LE);
+        let names = match descriptor.original_first_thunk.get(LE) {
+            0 => iat,
+            lookup => lookup,
+        };
+        let thunks = table.thunks(names)?;
+        bind_slots::<Pe>(&module, thunks, iat, |t| table.import::<Pe>(t), imports)?;
+    }
+    Ok(())
+}
+
+fn read_delay_imports<'data, Pe: ImageNtHeaders>(
+    file: &PeFile<'data, Pe, &'data [u8]>,
+    imports: &mut HashMap<u32, Import>,
+) -> object::Result<()> {
+    let Some(table) = file.delay_load_import_table()? else {
+        return Ok(());
+    };
+    for descriptor in table.descriptors()? {
+        let descriptor = descriptor?;
+        let module =
+            String::from_utf8_lossy(table.name(descriptor.dll_name_rva.get(LE))?).into_owned();
+        let thunks = table.thunks(descriptor.import_name_table_rva.get(LE))?;
+        let iat = descriptor.import_address_table_rva.get(LE);
+        bind_slots::<Pe>(&module, thunks, iat, |t| table.import::<Pe>(t), imports)?;
+    }
+    Ok(())
+}
+
+/// Binds consecutive IAT slots from `slot` on to the functions the lookup thunks name.
+fn bind_slots<'data, Pe: ImageNtHeaders>(
+    module: &str,
+    mut thunks: ImportThunkList<'data>,
+    mut slot: u32,
+    resolve: impl Fn(Pe::ImageThunkData) -> object::Result<ImportName<'data>>,
+    imports: &mut HashMap<u32, Import>,
+) -> object::Result<()> {
+    while let Some(thunk) = thunks.next::<Pe>()? {
+        if imports.len() >= MAX_IMPORTS {
+            break;
+        }
+        let name = match resolve(thunk)? {
+            ImportName::Name(_, name) => String::from_utf8_lossy(name).into_owned(),
+            ImportName::Ordinal(ordinal) => format!("#{ordinal}"),
+        };
+        let module = module.to_owned();
+        imports.insert(slot, Import { module, name });
+        slot = slot.wrapping_add(std::mem::size_of::<Pe::ImageThunkData>() as u32);
+    }
+    Ok(())
+}
