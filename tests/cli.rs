@@ -131,6 +131,11 @@ fn query_prints_pooltag_entries_then_drivers_with_their_call_sites() {
          1Ba1  basic.sys - Basic fixture first buffer\n        {0}:4\nDrivers:\n",
         s.path("localtag.txt")
     );
+    expected += &format!(
+        "  1Ba1  call   {}\n               ExAllocatePoolWithTag at .text+0x2c\n               \
+         ExFreePoolWithTag at .text+0xac\n",
+        s.path("arm64-O2/basic.sys")
+    );
     for (build, offsets) in [
         ("x64-O0", [0x27, 0x75, 0xda]),
         ("x64-O2", [0x1d, 0x7e, 0x91]),
@@ -195,6 +200,7 @@ fn json_follows_the_contract() {
     let out = stdout(&s.query(&["--json", "4Wr2"]).success());
     let mut expected = String::from("[");
     for (build, rva) in [
+        ("arm64-O2", 0x1034),
         ("x64-O0", 0x1085),
         ("x64-O2", 0x1037),
         ("x86-O0", 0x1076),

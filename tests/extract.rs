@@ -57,7 +57,10 @@ fn sites_at(findings: &Findings, level: Evidence) -> BTreeSet<(String, String)> 
 /// - cond: the ternary's false arm 5Cb9 is loaded right before the call at -O0; at -O2 the choice
 ///   is computed arithmetically and the switch reads a table, so no tag reaches a call directly;
 ///   the switch tags travel through a stack variable at -O0;
-/// - table: the tags are loaded from a const table in .rdata (`data` level).
+/// - table: the tags are loaded from a const table in .rdata (`data` level); clang unrolls the
+///   ARM64 loop and builds each tag in the register (`call`);
+/// - cond on ARM64: `csel` picks the ternary's tag from two registers, and the switch indexes a
+///   .rdata table, so only the default case's tag 5Sdf reaches the call.
 fn expected_calls(
     build: &str,
     fixture: &str,
@@ -77,7 +80,16 @@ fn expected_calls(
         })
         .collect();
     let optimized = build.ends_with("O2");
+    let arm64 = build.starts_with("arm64");
     match fixture {
+        "cond" if arm64 => {
+            expected.insert(("5Sdf".into(), "ExAllocatePoolWithTag".into()));
+        }
+        "table" if arm64 => {
+            for tag in ["6Tb1", "6Tq7", "6T3Z", "6Tjm"] {
+                expected.insert((tag.into(), "ExAllocatePoolWithTag".into()));
+            }
+        }
         "wrapper" if optimized => {
             expected.insert(("4Wi1".into(), "ExAllocatePoolWithTag".into()));
         }
@@ -89,10 +101,12 @@ fn expected_calls(
     expected
 }
 
+const BUILDS: [&str; 5] = ["x64-O0", "x64-O2", "x86-O0", "x86-O2", "arm64-O2"];
+
 #[test]
-fn x86_and_x64_call_sites_are_exactly_the_sources() {
+fn call_sites_are_exactly_the_sources() {
     let rows = source_rows();
-    for build in ["x64-O0", "x64-O2", "x86-O0", "x86-O2"] {
+    for build in BUILDS {
         for fixture in DRIVERS {
             let found = sites_at(&findings(build, fixture), Evidence::Call);
             assert_eq!(
@@ -107,7 +121,7 @@ fn x86_and_x64_call_sites_are_exactly_the_sources() {
 #[test]
 fn wrapper_tags_are_arguments_and_decoys_never_reach_a_call() {
     let rows = source_rows();
-    for build in ["x64-O0", "x64-O2", "x86-O0", "x86-O2"] {
+    for build in BUILDS {
         let wrapper = findings(build, "wrapper");
         let wrapped: BTreeSet<String> = sites_at(&wrapper, Evidence::Arg)
             .into_iter()
@@ -196,5 +210,30 @@ fn analysing_garbage_finds_nothing_and_never_panics() {
         basic[i] ^= 0xa5;
         let _ = analyse(&basic);
         basic[i] = saved;
+    }
+}
+
+/// clang never writes these tags' bytes into the ARM64 files (MOVZ/MOVK pairs, values derived
+/// with add/orr): only the code analysis finds them.
+#[test]
+fn arm64_finds_tags_whose_bytes_are_not_in_the_file() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin/arm64-O2/basic.sys");
+    let data = std::fs::read(path).unwrap();
+    for tag in ["1Ba1", "1Ba2", "1Bp2"] {
+        assert!(
+            !data.windows(4).any(|w| w == tag.as_bytes()),
+            "{tag} is in the file"
+        );
+        let key = pooltag::tag::Tag(tag.as_bytes().try_into().unwrap());
+        assert_eq!(
+            analyse(&data).levels.get(&key),
+            Some(&Evidence::Call),
+            "{tag}"
+        );
+    }
+    let decoys = findings("arm64-O2", "decoys");
+    for tag in ["RIFF", "7Dmg"] {
+        let key = pooltag::tag::Tag(tag.as_bytes().try_into().unwrap());
+        assert_eq!(decoys.levels.get(&key), Some(&Evidence::Code), "{tag}");
     }
 }
