@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::extract::Evidence;
 use crate::index::IndexConfig;
 use crate::query::{QueryConfig, QueryOutput, TagsConfig};
+use crate::store::write::PAIR_BUDGET;
 use crate::tag::TagPattern;
 
 /// Find which Windows driver uses a pool tag, from an index of driver binaries and Pooltag.txt.
@@ -30,6 +31,9 @@ enum CommandArgs {
         /// A tag file to read besides those found under the roots (any name)
         #[arg(long = "pooltag-txt", value_name = "FILE")]
         pooltag_txt: Vec<PathBuf>,
+        /// Record only the bytes level (what findstr finds): skip the analysis of code and data
+        #[arg(long)]
+        bytes_only: bool,
         /// Directories or single files to index
         #[arg(required = true, value_name = "ROOT")]
         roots: Vec<PathBuf>,
@@ -89,7 +93,11 @@ impl Args {
             None => default_database(|name| std::env::var_os(name))?,
         };
         Ok(match self.command {
-            CommandArgs::Index { pooltag_txt, roots } => Command::Index(IndexConfig {
+            CommandArgs::Index {
+                pooltag_txt,
+                bytes_only,
+                roots,
+            } => Command::Index(IndexConfig {
                 db,
                 roots: roots
                     .into_iter()
@@ -100,6 +108,8 @@ impl Args {
                     .map(|p| absolute(p))
                     .collect::<Result<_>>()?,
                 progress: true,
+                analyse_code: !bytes_only,
+                pair_budget: PAIR_BUDGET,
             }),
             CommandArgs::Query {
                 json,

@@ -31,6 +31,10 @@ pub struct IndexConfig {
     pub tag_files: Vec<PathBuf>,
     /// Draw a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Analyse code and data for evidence above the bytes level.
+    pub analyse_code: bool,
+    /// (tag, file) pairs held in memory before they are spilled to disk.
+    pub pair_budget: usize,
 }
 
 /// The counts of a finished run, as the summary line prints them.
@@ -90,7 +94,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
             return Err(Error::new(format!("{given}: {e}")));
         }
     }
-    let mut writer = IndexWriter::create(&config.db)?;
+    let mut writer = IndexWriter::create(&config.db, config.pair_budget)?;
     let roots: Vec<PathBuf> = config.roots.iter().map(|(_, r)| r.clone()).collect();
     let bar = progress_bar(config.progress, &roots);
     let (sender, receiver) = sync_channel::<Outcome>(256);
@@ -103,7 +107,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
             .par_bridge()
             .for_each_with(sender, |sender, job| {
                 // The writer stopping (a database error) ends the run: stop sending.
-                let _ = sender.send(process(job));
+                let _ = sender.send(process(job, config.analyse_code));
             });
         stored
             .join()
@@ -132,7 +136,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
 }
 
 /// Reads, classifies and extracts one file. Runs on rayon's workers.
-fn process(job: Job) -> Outcome {
+fn process(job: Job, analyse_code: bool) -> Outcome {
     let (path, size, mtime_ns) = match job {
         Job::Walked(WalkItem::File {
             path,
@@ -158,7 +162,11 @@ fn process(job: Job) -> Outcome {
     match read_file(&path) {
         Ok(FileContent::Driver { data, image }) => {
             let tags = COLLECTOR.with(|c| c.borrow_mut().collect(&data));
-            let findings = extract::analyse(&data);
+            let findings = if analyse_code {
+                extract::analyse(&data)
+            } else {
+                extract::Findings::default()
+            };
             let record = DriverRecord {
                 name: path
                     .file_name()

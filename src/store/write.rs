@@ -7,7 +7,8 @@
 //! prevents its deletion).
 //!
 //! Memory: the bytes level is a posting list per tag, which needs every file's tags before any
-//! list is complete. (tag, file) pairs are collected up to [`PAIR_BUDGET`], then sorted and
+//! list is complete. (tag, file) pairs are collected up to a budget ([`PAIR_BUDGET`] by default),
+//! then sorted and
 //! written as one segment to a SQLite TEMP table (a file SQLite deletes itself); at the end the
 //! segments are merged in tag order. Memory stays bounded however many files there are.
 
@@ -24,7 +25,7 @@ use crate::tag::Tag;
 use crate::tagfile::TagFile;
 
 /// (tag, file) pairs held in memory before a segment is written: 32 MB.
-const PAIR_BUDGET: usize = 4 << 20;
+pub const PAIR_BUDGET: usize = 4 << 20;
 
 /// A driver binary ready to be stored.
 pub struct DriverRecord {
@@ -62,13 +63,15 @@ pub struct IndexWriter {
     /// Held for the whole run so that no other run takes the temporary file for a stale one.
     _lock: Option<File>,
     pairs: Vec<u64>,
+    pair_budget: usize,
     segments: u32,
     run_id: i64,
 }
 
 impl IndexWriter {
-    /// Starts a new database that will replace `target`.
-    pub fn create(target: &Path) -> Result<IndexWriter> {
+    /// Starts a new database that will replace `target`, holding at most `pair_budget`
+    /// (tag, file) pairs in memory.
+    pub fn create(target: &Path, pair_budget: usize) -> Result<IndexWriter> {
         let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -91,6 +94,7 @@ impl IndexWriter {
             target: target.to_owned(),
             _lock: lock(&temp),
             pairs: Vec::new(),
+            pair_budget: pair_budget.max(1),
             segments: 0,
             run_id: 0,
         };
@@ -161,7 +165,7 @@ impl IndexWriter {
                 .iter()
                 .map(|tag| (u64::from(tag.key()) << 32) | file_id),
         );
-        if self.pairs.len() >= PAIR_BUDGET {
+        if self.pairs.len() >= self.pair_budget {
             self.write_segment()?;
         }
         Ok(())
@@ -243,7 +247,9 @@ impl IndexWriter {
         mut pairs: Vec<u64>,
         store: impl Fn(&Connection, u32, &[u8]) -> rusqlite::Result<()>,
     ) -> Result<()> {
-        rayon::slice::ParallelSliceMut::par_sort_unstable(pairs.as_mut_slice());
+        // Not rayon's parallel sort: its workers may all be waiting for this thread to take
+        // their results, and would never come to help.
+        pairs.sort_unstable();
         let conn = self.conn.as_ref().expect("connection open until finish");
         let mut ids: Vec<i64> = Vec::new();
         let mut blob: Vec<u8> = Vec::new();
