@@ -34,6 +34,9 @@ enum CommandArgs {
         /// Record only the bytes level (what findstr finds): skip the analysis of code and data
         #[arg(long)]
         bytes_only: bool,
+        /// Rebuild from scratch: read every file again instead of reusing the previous database
+        #[arg(long)]
+        full: bool,
         /// Directories or single files to index
         #[arg(required = true, value_name = "ROOT")]
         roots: Vec<PathBuf>,
@@ -96,6 +99,7 @@ impl Args {
             CommandArgs::Index {
                 pooltag_txt,
                 bytes_only,
+                full,
                 roots,
             } => Command::Index(IndexConfig {
                 db,
@@ -110,6 +114,7 @@ impl Args {
                 progress: true,
                 analyse_code: !bytes_only,
                 pair_budget: PAIR_BUDGET,
+                full,
             }),
             CommandArgs::Query {
                 json,

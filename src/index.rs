@@ -4,20 +4,31 @@
 //! writer thread owns the database and receives their results through a bounded channel, so at
 //! most a few files' results wait in memory. Errors about single files are reported on stderr
 //! and counted while the run goes on; only an error of the database itself stops it.
+//!
+//! Incremental: unless `--full` is given, the previous database at the same path is read. A
+//! driver binary whose path, size and modification time are unchanged is not read again; a
+//! content (by SHA-256) analysed before, or by another worker in this run, is not analysed again:
+//! a DriverStore copy and its System32 twin share one analysis.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::iter::{ParallelBridge, ParallelIterator};
+use sha2::{Digest, Sha256 as Sha256Hasher};
 
 use crate::error::{Error, Result};
-use crate::extract::{self, bytes::WindowCollector};
+use crate::extract::{self, bytes::WindowCollector, version};
 use crate::read::{FileContent, read_file, read_tag_file};
-use crate::store::write::{DriverRecord, IndexWriter, RunRecord};
+use crate::store::Database;
+use crate::store::write::{
+    ContentRecord, FileRecord, IndexWriter, PreviousIndex, RunRecord, Sha256,
+};
 use crate::tagfile::{self, TagFile};
 use crate::walk::{WalkItem, walk};
 
@@ -33,8 +44,10 @@ pub struct IndexConfig {
     pub progress: bool,
     /// Analyse code and data for evidence above the bytes level.
     pub analyse_code: bool,
-    /// (tag, file) pairs held in memory before they are spilled to disk.
+    /// (tag, content) pairs held in memory before they are spilled to disk.
     pub pair_budget: usize,
+    /// Rebuild from scratch instead of reusing the previous database.
+    pub full: bool,
 }
 
 /// The counts of a finished run, as the summary line prints them.
@@ -42,6 +55,14 @@ pub struct IndexConfig {
 pub struct IndexSummary {
     pub files_seen: u64,
     pub drivers_indexed: u64,
+    /// Driver binaries at paths the previous database did not have.
+    pub new: u64,
+    /// Driver binaries whose size or modification time changed: read again.
+    pub changed: u64,
+    /// Driver binaries whose size and modification time did not change: not read.
+    pub unchanged: u64,
+    /// This host's paths in the previous database that this run did not index.
+    pub removed: u64,
     pub bytes_read: u64,
     pub distinct_tags: u64,
     pub tag_file_entries: u64,
@@ -53,10 +74,14 @@ impl std::fmt::Display for IndexSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} files seen, {} driver binaries indexed, {} read, {} distinct tags, \
-             {} Pooltag.txt entries, {} errors, {:.2} s",
+            "{} files seen, {} driver binaries indexed ({} new, {} changed, {} unchanged, \
+             {} removed), {} read, {} distinct tags, {} Pooltag.txt entries, {} errors, {:.2} s",
             self.files_seen,
             self.drivers_indexed,
+            self.new,
+            self.changed,
+            self.unchanged,
+            self.removed,
             human_bytes(self.bytes_read),
             self.distinct_tags,
             self.tag_file_entries,
@@ -66,9 +91,21 @@ impl std::fmt::Display for IndexSummary {
     }
 }
 
+/// Whether a driver's path was in the previous database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    New,
+    Changed,
+}
+
 /// What a worker made of one walk item.
 enum Outcome {
-    Driver(DriverRecord, u64),
+    /// A content analysed now.
+    Driver(FileRecord, Box<ContentRecord>, Status, u64),
+    /// A content analysed before or by another worker: only the path is new.
+    Twin(FileRecord, Sha256, Status, u64),
+    /// A path whose size and modification time did not change.
+    Unchanged(FileRecord, i64),
     TagFile(String, TagFile, u64),
     Other(u64),
     Error(String, String),
@@ -78,6 +115,14 @@ enum Outcome {
 enum Job {
     Walked(WalkItem),
     TagFile(PathBuf),
+}
+
+/// What every worker shares.
+struct Shared<'a> {
+    analyse_code: bool,
+    previous: &'a PreviousIndex,
+    /// Contents a worker has taken to analyse in this run.
+    claimed: Mutex<HashSet<Sha256>>,
 }
 
 thread_local! {
@@ -94,20 +139,32 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
             return Err(Error::new(format!("{given}: {e}")));
         }
     }
-    let mut writer = IndexWriter::create(&config.db, config.pair_budget)?;
+    let host = host_name();
+    let previous = if config.full {
+        None
+    } else {
+        reusable(&config.db)
+    };
+    let mut writer = IndexWriter::create(&config.db, &host, config.pair_budget, previous)?;
+    let previous_index = writer.previous_index()?;
+    let shared = Shared {
+        analyse_code: config.analyse_code,
+        previous: &previous_index,
+        claimed: Mutex::new(HashSet::new()),
+    };
     let roots: Vec<PathBuf> = config.roots.iter().map(|(_, r)| r.clone()).collect();
     let bar = progress_bar(config.progress, &roots);
     let (sender, receiver) = sync_channel::<Outcome>(256);
 
     let mut summary = std::thread::scope(|scope| {
-        let stored = scope.spawn(|| store_outcomes(&mut writer, receiver, &bar));
+        let stored = scope.spawn(|| store_outcomes(&mut writer, &previous_index, receiver, &bar));
         walk(&roots)
             .map(Job::Walked)
             .chain(config.tag_files.iter().cloned().map(Job::TagFile))
             .par_bridge()
             .for_each_with(sender, |sender, job| {
                 // The writer stopping (a database error) ends the run: stop sending.
-                let _ = sender.send(process(job, config.analyse_code));
+                let _ = sender.send(process(job, &shared));
             });
         stored
             .join()
@@ -115,8 +172,8 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     })?;
     bar.finish_and_clear();
 
+    summary.removed = writer.count_removed()?;
     summary.distinct_tags = writer.finish(RunRecord {
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         roots: config
             .roots
@@ -135,8 +192,28 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     Ok(summary)
 }
 
+/// The previous database, when it can be reused: a pooltag database of this schema. Anything
+/// else is rebuilt from scratch (an older schema is thereby upgraded); the new file replaces it.
+fn reusable(db: &Path) -> Option<&Path> {
+    if !db.exists() {
+        return None;
+    }
+    match Database::open(db) {
+        Ok(_) => Some(db),
+        Err(e) => {
+            eprintln!("pooltag: not reusing the previous database: {e}");
+            None
+        }
+    }
+}
+
+/// The host name recorded with every file.
+pub fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
 /// Reads, classifies and extracts one file. Runs on rayon's workers.
-fn process(job: Job, analyse_code: bool) -> Outcome {
+fn process(job: Job, shared: &Shared) -> Outcome {
     let (path, size, mtime_ns) = match job {
         Job::Walked(WalkItem::File {
             path,
@@ -159,27 +236,47 @@ fn process(job: Job, analyse_code: bool) -> Outcome {
         }
     };
     let shown = path.display().to_string();
+    let file = FileRecord {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path: shown.clone(),
+        size,
+        mtime_ns,
+    };
+    let status = match shared.previous.files.get(&shown) {
+        Some(before)
+            if before.size == size && before.mtime_ns == mtime_ns && mtime_ns.is_some() =>
+        {
+            return Outcome::Unchanged(file, before.content_id);
+        }
+        Some(_) => Status::Changed,
+        None => Status::New,
+    };
     match read_file(&path) {
         Ok(FileContent::Driver { data, image }) => {
+            let read = data.len() as u64;
+            let sha256: Sha256 = Sha256Hasher::digest(&data).into();
+            let analysed_before = shared.previous.contents.contains_key(&sha256);
+            if analysed_before || !claim(&shared.claimed, sha256) {
+                return Outcome::Twin(file, sha256, status, read);
+            }
             let tags = COLLECTOR.with(|c| c.borrow_mut().collect(&data));
-            let findings = if analyse_code {
+            let findings = if shared.analyse_code {
                 extract::analyse(&data)
             } else {
                 extract::Findings::default()
             };
-            let record = DriverRecord {
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path: shown,
-                size,
-                mtime_ns,
+            let content = ContentRecord {
+                sha256,
+                size: read,
                 image,
+                version: version::version_info(&data).unwrap_or_default(),
                 tags,
                 findings,
             };
-            Outcome::Driver(record, data.len() as u64)
+            Outcome::Driver(file, Box::new(content), status, read)
         }
         Ok(FileContent::TagFile { data }) => {
             let read = data.len() as u64;
@@ -190,27 +287,59 @@ fn process(job: Job, analyse_code: bool) -> Outcome {
     }
 }
 
+/// Takes `sha256` for this worker to analyse; false when another worker already has.
+fn claim(claimed: &Mutex<HashSet<Sha256>>, sha256: Sha256) -> bool {
+    claimed
+        .lock()
+        .map(|mut set| set.insert(sha256))
+        .unwrap_or(true)
+}
+
 /// The writer thread: stores every outcome, reports problems, counts.
 fn store_outcomes(
     writer: &mut IndexWriter,
+    previous: &PreviousIndex,
     receiver: Receiver<Outcome>,
     bar: &ProgressBar,
 ) -> Result<IndexSummary> {
     let mut summary = IndexSummary::default();
-    let report = |summary: &mut IndexSummary, message: String| {
-        summary.errors += 1;
-        bar.suspend(|| eprintln!("pooltag: {message}"));
+    // Twins whose content another worker had not yet sent.
+    let mut waiting: Vec<(FileRecord, Sha256)> = Vec::new();
+    let count = |summary: &mut IndexSummary, status: Status| {
+        summary.drivers_indexed += 1;
+        match status {
+            Status::New => summary.new += 1,
+            Status::Changed => summary.changed += 1,
+        }
     };
     for outcome in receiver {
+        summary.files_seen += 1;
         match outcome {
-            Outcome::Driver(record, read) => {
-                summary.files_seen += 1;
+            Outcome::Driver(file, content, status, read) => {
                 summary.bytes_read += read;
-                writer.add_driver(&record)?;
+                let id = writer.add_content(&content)?;
+                writer.add_file(&file, id)?;
+                count(&mut summary, status);
+            }
+            Outcome::Twin(file, sha256, status, read) => {
+                summary.bytes_read += read;
+                count(&mut summary, status);
+                let known = writer.content_id(&sha256);
+                match known.or_else(|| previous.contents.get(&sha256).copied()) {
+                    Some(id) => {
+                        writer.reuse_content(id)?;
+                        writer.add_file(&file, id)?;
+                    }
+                    None => waiting.push((file, sha256)),
+                }
+            }
+            Outcome::Unchanged(file, content_id) => {
                 summary.drivers_indexed += 1;
+                summary.unchanged += 1;
+                writer.reuse_content(content_id)?;
+                writer.add_file(&file, content_id)?;
             }
             Outcome::TagFile(path, parsed, read) => {
-                summary.files_seen += 1;
                 summary.bytes_read += read;
                 for problem in &parsed.problems {
                     bar.suspend(|| {
@@ -219,21 +348,25 @@ fn store_outcomes(
                 }
                 summary.tag_file_entries += writer.add_tag_file(&path, &parsed)?;
             }
-            Outcome::Other(read) => {
-                summary.files_seen += 1;
-                summary.bytes_read += read;
-            }
+            Outcome::Other(read) => summary.bytes_read += read,
             Outcome::Error(path, message) => {
-                summary.files_seen += 1;
-                report(&mut summary, format!("{path}: {message}"));
+                summary.errors += 1;
+                bar.suspend(|| eprintln!("pooltag: {path}: {message}"));
             }
         }
         bar.inc(1);
-        bar.set_message(format!(
-            "{} files, {} read",
-            summary.files_seen,
-            human_bytes(summary.bytes_read)
-        ));
+        bar.set_message(format!("{} read", human_bytes(summary.bytes_read)));
+    }
+    for (file, sha256) in waiting {
+        match writer.content_id(&sha256) {
+            Some(id) => {
+                writer.add_file(&file, id)?;
+            }
+            None => {
+                summary.errors += 1;
+                eprintln!("pooltag: {}: its content was not stored", file.path);
+            }
+        }
     }
     Ok(summary)
 }

@@ -82,7 +82,8 @@ fn run_tags(config: &TagsConfig) -> Result<Found> {
         match query::resolve_file(&db, given)? {
             Some(file) => {
                 let minimum = config.evidence.unwrap_or(Evidence::Bytes);
-                files.push((file.path, query::file_tags(&db, file.id, minimum)?));
+                let tags = query::file_tags(&db, file.content_id, minimum)?;
+                files.push((file, tags));
             }
             None => {
                 eprintln!("pooltag: {given}: not in the index");
@@ -94,8 +95,9 @@ fn run_tags(config: &TagsConfig) -> Result<Found> {
     if config.json {
         print::tags_json(&mut out, &files)?;
     } else {
-        for (path, tags) in &files {
-            print::tags_human(&mut out, path, tags)?;
+        let several_hosts = db.host_count()? > 1;
+        for (file, tags) in &files {
+            print::tags_human(&mut out, file, tags, several_hosts)?;
         }
     }
     out.flush()?;

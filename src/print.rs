@@ -5,9 +5,13 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::extract::Evidence;
 use crate::query::{FileTag, QueryAnswer};
-use crate::store::StoredSite;
-use crate::tag::TagPattern;
+use crate::store::{StoredEntry, StoredFile, StoredSite};
+use crate::tag::{Tag, TagPattern};
+
+/// Indentation of the lines under a driver line (metadata, sites).
+const DETAIL_INDENT: &str = "               ";
 
 /// One element of `pooltag query --json`.
 #[derive(Serialize)]
@@ -17,24 +21,44 @@ enum QueryItem<'a> {
         tag: &'a str,
         binary: &'a str,
         description: &'a str,
+        host: &'a str,
         source: &'a str,
         line: u32,
     },
-    File {
-        tag: String,
-        path: &'a str,
-        evidence: &'static str,
-        sites: Vec<SiteItem<'a>>,
-    },
+    File(FileItem<'a>),
 }
 
-/// One element of `pooltag tags --json`.
+/// A (driver file, tag) pair in JSON: an element of `pooltag tags --json`, and of
+/// `pooltag query --json` with `"kind": "file"`.
 #[derive(Serialize)]
-struct TagItem<'a> {
-    path: &'a str,
+struct FileItem<'a> {
     tag: String,
+    host: &'a str,
+    path: &'a str,
     evidence: &'static str,
     sites: Vec<SiteItem<'a>>,
+    sha256: String,
+    machine: String,
+    company: Option<&'a str>,
+    description: Option<&'a str>,
+    version: Option<&'a str>,
+}
+
+impl<'a> FileItem<'a> {
+    fn of(tag: Tag, evidence: Evidence, sites: &'a [StoredSite], file: &'a StoredFile) -> Self {
+        FileItem {
+            tag: tag.to_string(),
+            host: &file.host,
+            path: &file.path,
+            evidence: evidence.name(),
+            sites: site_items(sites),
+            sha256: file.sha256.iter().map(|b| format!("{b:02x}")).collect(),
+            machine: machine_name(file.machine),
+            company: file.company.as_deref(),
+            description: file.description.as_deref(),
+            version: file.version.as_deref(),
+        }
+    }
 }
 
 /// A `call` or `arg` site in JSON.
@@ -57,18 +81,87 @@ fn site_items(sites: &[StoredSite]) -> Vec<SiteItem<'_>> {
         .collect()
 }
 
+/// `x64`, `x86`, `arm64`... from `IMAGE_FILE_MACHINE_*`.
+pub fn machine_name(machine: u16) -> String {
+    match machine {
+        0x8664 => "x64".to_owned(),
+        0x014c => "x86".to_owned(),
+        0xaa64 => "arm64".to_owned(),
+        0x01c4 => "arm".to_owned(),
+        0x0200 => "ia64".to_owned(),
+        other => format!("{other:#06x}"),
+    }
+}
+
 /// `ExAllocatePoolWithTag at .text+0x1a2b`; an `arg` site says what it is an argument of.
 fn describe_site(site: &StoredSite) -> String {
     let place = format!("{}+{:#x}", site.section, site.offset);
     match (site.evidence, site.api.as_deref()) {
-        (crate::extract::Evidence::Call, Some(api)) => format!("{api} at {place}"),
+        (Evidence::Call, Some(api)) => format!("{api} at {place}"),
         (_, Some(api)) => format!("argument to {api} at {place}"),
         (_, None) => format!("argument of a call at {place}"),
     }
 }
 
-/// Indentation of the site lines under a driver line.
-const SITE_INDENT: &str = "               ";
+/// A path, prefixed with its host when the database holds several.
+fn shown(host: &str, path: &str, several_hosts: bool) -> String {
+    if several_hosts {
+        format!("{host}: {path}")
+    } else {
+        path.to_owned()
+    }
+}
+
+/// The driver's version resource, `company, description, version`, when it has one.
+fn metadata_line(file: &StoredFile) -> Option<String> {
+    let parts: Vec<&str> = [&file.company, &file.description, &file.version]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Lines under a driver: its version resource, then its sites.
+fn details(out: &mut impl Write, file: &StoredFile, sites: &[StoredSite]) -> io::Result<()> {
+    if let Some(line) = metadata_line(file) {
+        writeln!(out, "{DETAIL_INDENT}{line}")?;
+    }
+    for site in sites {
+        writeln!(out, "{DETAIL_INDENT}{}", describe_site(site))?;
+    }
+    Ok(())
+}
+
+/// Pooltag.txt entries, each once with every place it was read.
+fn entries_human(
+    out: &mut impl Write,
+    entries: &[StoredEntry],
+    several_hosts: bool,
+) -> io::Result<()> {
+    let mut done = vec![false; entries.len()];
+    for (i, entry) in entries.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
+        let binary = if entry.binary.is_empty() {
+            "(no binary)"
+        } else {
+            &entry.binary
+        };
+        writeln!(out, "  {}  {} - {}", entry.tag, binary, entry.description)?;
+        for (j, other) in entries.iter().enumerate().skip(i) {
+            if !done[j]
+                && (&other.tag, &other.binary, &other.description)
+                    == (&entry.tag, &entry.binary, &entry.description)
+            {
+                done[j] = true;
+                let source = shown(&other.host, &other.source, several_hosts);
+                writeln!(out, "        {source}:{}", other.line)?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The human answer: Pooltag.txt entries, then drivers; or why there is none.
 pub fn query_human(
@@ -78,29 +171,14 @@ pub fn query_human(
 ) -> io::Result<()> {
     if !answer.entries.is_empty() {
         writeln!(out, "Pooltag.txt:")?;
-        for entry in &answer.entries {
-            let binary = if entry.binary.is_empty() {
-                "(no binary)"
-            } else {
-                &entry.binary
-            };
-            writeln!(out, "  {}  {} - {}", entry.tag, binary, entry.description)?;
-            writeln!(out, "        {}:{}", entry.source, entry.line)?;
-        }
+        entries_human(out, &answer.entries, answer.several_hosts)?;
     }
     if !answer.files.is_empty() {
         writeln!(out, "Drivers:")?;
-        for file in &answer.files {
-            writeln!(
-                out,
-                "  {}  {:<5}  {}",
-                file.tag,
-                file.evidence.name(),
-                file.path
-            )?;
-            for site in &file.sites {
-                writeln!(out, "{SITE_INDENT}{}", describe_site(site))?;
-            }
+        for found in &answer.files {
+            let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
+            writeln!(out, "  {}  {:<5}  {path}", found.tag, found.evidence.name())?;
+            details(out, &found.file, &found.sites)?;
         }
     } else if !answer.entries.is_empty() {
         writeln!(out, "Drivers: no indexed driver holds it")?;
@@ -129,15 +207,14 @@ pub fn query_json(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> 
         tag: &e.tag,
         binary: &e.binary,
         description: &e.description,
+        host: &e.host,
         source: &e.source,
         line: e.line,
     });
-    let files = answer.files.iter().map(|f| QueryItem::File {
-        tag: f.tag.to_string(),
-        path: &f.path,
-        evidence: f.evidence.name(),
-        sites: site_items(&f.sites),
-    });
+    let files = answer
+        .files
+        .iter()
+        .map(|f| QueryItem::File(FileItem::of(f.tag, f.evidence, &f.sites, &f.file)));
     let items: Vec<QueryItem> = entries.chain(files).collect();
     serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
     writeln!(out)
@@ -151,29 +228,34 @@ pub fn paths(out: &mut impl Write, paths: &[String]) -> io::Result<()> {
     Ok(())
 }
 
-/// The tags of one file for a person: its path, then one tag per line, sites below.
-pub fn tags_human(out: &mut impl Write, path: &str, tags: &[FileTag]) -> io::Result<()> {
-    writeln!(out, "{path}")?;
+/// The tags of one file for a person: its path and version resource, then one tag per line,
+/// sites below.
+pub fn tags_human(
+    out: &mut impl Write,
+    file: &StoredFile,
+    tags: &[FileTag],
+    several_hosts: bool,
+) -> io::Result<()> {
+    writeln!(out, "{}", shown(&file.host, &file.path, several_hosts))?;
+    if let Some(line) = metadata_line(file) {
+        writeln!(out, "  ({line})")?;
+    }
     for tag in tags {
         writeln!(out, "  {}  {}", tag.tag, tag.evidence.name())?;
         for site in &tag.sites {
-            writeln!(out, "{SITE_INDENT}{}", describe_site(site))?;
+            writeln!(out, "{DETAIL_INDENT}{}", describe_site(site))?;
         }
     }
     Ok(())
 }
 
 /// The tags of several files as one JSON array.
-pub fn tags_json(out: &mut impl Write, files: &[(String, Vec<FileTag>)]) -> io::Result<()> {
-    let items: Vec<TagItem> = files
+pub fn tags_json(out: &mut impl Write, files: &[(StoredFile, Vec<FileTag>)]) -> io::Result<()> {
+    let items: Vec<FileItem> = files
         .iter()
-        .flat_map(|(path, tags)| {
-            tags.iter().map(move |t| TagItem {
-                path,
-                tag: t.tag.to_string(),
-                evidence: t.evidence.name(),
-                sites: site_items(&t.sites),
-            })
+        .flat_map(|(file, tags)| {
+            tags.iter()
+                .map(move |t| FileItem::of(t.tag, t.evidence, &t.sites, file))
         })
         .collect();
     serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;

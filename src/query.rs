@@ -45,7 +45,7 @@ pub struct TagsConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileMatch {
     pub tag: Tag,
-    pub path: String,
+    pub file: StoredFile,
     pub evidence: Evidence,
     /// The `call` and `arg` sites behind the pair, by RVA.
     pub sites: Vec<StoredSite>,
@@ -95,6 +95,8 @@ pub struct QueryAnswer {
     pub files: Vec<FileMatch>,
     /// When nothing matched: known tags sharing the first three characters of an exact pattern.
     pub neighbours: Vec<Tag>,
+    /// Whether the database holds files of several hosts (paths then show their host).
+    pub several_hosts: bool,
 }
 
 /// The driver files holding a tag that matches any of `patterns`, with their strongest evidence
@@ -125,18 +127,27 @@ pub fn find_files(
             }
         }
     }
-    let paths = db.file_paths(strongest.keys().map(|(_, id)| *id))?;
+    let holders = db.files_of(strongest.keys().map(|(_, id)| *id))?;
     let mut files = Vec::with_capacity(strongest.len());
     for ((tag, id), evidence) in strongest {
         let sites = sites_of(db, id, tag, evidence)?;
-        files.push(FileMatch {
-            tag,
-            path: paths[&id].clone(),
-            evidence,
-            sites,
-        });
+        for file in &holders[&id] {
+            files.push(FileMatch {
+                tag,
+                file: file.clone(),
+                evidence,
+                sites: sites.clone(),
+            });
+        }
     }
-    files.sort_by(|a, b| (a.tag, b.evidence, &a.path).cmp(&(b.tag, a.evidence, &b.path)));
+    files.sort_by(|a, b| {
+        (a.tag, b.evidence, &a.file.host, &a.file.path).cmp(&(
+            b.tag,
+            a.evidence,
+            &b.file.host,
+            &b.file.path,
+        ))
+    });
     Ok(files)
 }
 
@@ -206,6 +217,7 @@ pub fn answer(
         entries,
         files,
         neighbours,
+        several_hosts: db.host_count()? > 1,
     })
 }
 
@@ -218,7 +230,7 @@ pub fn list_files(
 ) -> Result<Vec<String>> {
     let paths: BTreeSet<String> = find_files(db, patterns, ignore_case, scope)?
         .into_iter()
-        .map(|m| m.path)
+        .map(|m| m.file.path)
         .collect();
     Ok(paths.into_iter().collect())
 }
@@ -260,12 +272,13 @@ pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
     }
 }
 
-/// The tags of one indexed file at `minimum` or stronger, with the sites behind `call` and `arg`.
-pub fn file_tags(db: &Database, file_id: i64, minimum: Evidence) -> Result<Vec<FileTag>> {
-    db.tags_of_file(file_id, minimum)?
+/// The tags of one indexed content at `minimum` or stronger, with the sites behind `call` and
+/// `arg`.
+pub fn file_tags(db: &Database, content_id: i64, minimum: Evidence) -> Result<Vec<FileTag>> {
+    db.tags_of_content(content_id, minimum)?
         .into_iter()
         .map(|(tag, evidence)| {
-            let sites = sites_of(db, file_id, tag, evidence)?;
+            let sites = sites_of(db, content_id, tag, evidence)?;
             Ok(FileTag {
                 tag,
                 evidence,
@@ -276,9 +289,14 @@ pub fn file_tags(db: &Database, file_id: i64, minimum: Evidence) -> Result<Vec<F
 }
 
 /// The sites behind a pair; only `call` and `arg` evidence has any.
-fn sites_of(db: &Database, file_id: i64, tag: Tag, evidence: Evidence) -> Result<Vec<StoredSite>> {
+fn sites_of(
+    db: &Database,
+    content_id: i64,
+    tag: Tag,
+    evidence: Evidence,
+) -> Result<Vec<StoredSite>> {
     if evidence >= Evidence::Arg {
-        db.sites(file_id, tag)
+        db.sites(content_id, tag)
     } else {
         Ok(Vec::new())
     }

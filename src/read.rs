@@ -41,6 +41,10 @@ pub struct PeSummary {
     pub machine: u16,
     /// `IMAGE_SUBSYSTEM_*` (1 is NATIVE).
     pub subsystem: u16,
+    /// `TimeDateStamp` of the file header (a hash, not a time, in reproducible builds).
+    pub timestamp: u32,
+    /// Whether the image carries an Authenticode signature table (the security directory).
+    pub signed: bool,
 }
 
 /// Why a file could not be read; the caller names the file.
@@ -142,6 +146,10 @@ fn summarize<'data, Pe: ImageNtHeaders, R: ReadRef<'data>>(
     let summary = PeSummary {
         machine: headers.file_header().machine.get(LE).0,
         subsystem: headers.optional_header().subsystem().0,
+        timestamp: headers.file_header().time_date_stamp.get(LE),
+        signed: file
+            .data_directory(pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
+            .is_some_and(|d| d.size.get(LE) != 0),
     };
     let is_driver = summary.subsystem == pe::IMAGE_SUBSYSTEM_NATIVE.0
         || named_sys

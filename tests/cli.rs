@@ -110,9 +110,12 @@ fn index_prints_one_summary_line_and_reports_malformed_tag_lines() {
             s.path("localtag.txt")
         )
     );
-    // 10 drivers in 5 builds, kernelmod.dll, ntimport.bin, app.exe, helper.dll, localtag.txt.
+    // 10 drivers in 5 builds, kernelmod.dll, ntimport.bin, versioned.sys, versioned-de.sys,
+    // app.exe, helper.dll, localtag.txt.
     assert!(
-        lines[1].starts_with("pooltag: 55 files seen, 52 driver binaries indexed, "),
+        lines[1].starts_with(
+            "pooltag: 57 files seen, 54 driver binaries indexed (54 new, 0 changed, 0 unchanged, 0 removed), "
+        ),
         "{}",
         lines[1]
     );
@@ -193,33 +196,48 @@ fn hex_and_protected_pool_values_name_the_same_tag() {
     assert_eq!(stdout(&s.query(&["-l", "0xB1614231"]).success()), plain);
 }
 
+/// The SHA-256 of a file, in hex.
+fn sha256_hex(path: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[test]
 fn json_follows_the_contract() {
     let s = Scratch::new();
     s.index().success();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
     let out = stdout(&s.query(&["--json", "4Wr2"]).success());
-    let mut expected = String::from("[");
-    for (build, rva) in [
-        ("arm64-O2", 0x1034),
-        ("x64-O0", 0x1085),
-        ("x64-O2", 0x1037),
-        ("x86-O0", 0x1076),
-        ("x86-O2", 0x1042),
+    let mut expected = Vec::new();
+    for (build, machine, rva) in [
+        ("arm64-O2", "arm64", 0x1034),
+        ("x64-O0", "x64", 0x1085),
+        ("x64-O2", "x64", 0x1037),
+        ("x86-O0", "x86", 0x1076),
+        ("x86-O2", "x86", 0x1042),
     ] {
-        expected += &format!(
-            "{{\"kind\":\"file\",\"tag\":\"4Wr2\",\"path\":{},\"evidence\":\"arg\",\"sites\":[{{\"rva\":{rva},\"section\":\".text\"}}]}},",
-            serde_json::to_string(&s.path(&format!("{build}/wrapper.sys"))).unwrap()
-        );
+        let path = s.path(&format!("{build}/wrapper.sys"));
+        expected.push(format!(
+            "{{\"kind\":\"file\",\"tag\":\"4Wr2\",\"host\":{},\"path\":{},\"evidence\":\"arg\",\
+             \"sites\":[{{\"rva\":{rva},\"section\":\".text\"}}],\"sha256\":\"{}\",\
+             \"machine\":\"{machine}\",\"company\":null,\"description\":null,\"version\":null}}",
+            serde_json::to_string(&host).unwrap(),
+            serde_json::to_string(&path).unwrap(),
+            sha256_hex(&path),
+        ));
     }
-    expected.pop();
-    expected += "]\n";
-    assert_eq!(out, expected);
+    assert_eq!(out, format!("[{}]\n", expected.join(",")));
 
     let out = stdout(&s.query(&["--json", "ZzNo"]).success());
     assert_eq!(
         out,
         format!(
-            "[{{\"kind\":\"pooltag\",\"tag\":\"ZzNo\",\"binary\":\"nowhere.sys\",\"description\":\"A tag no fixture uses\",\"source\":{},\"line\":6}}]\n",
+            "[{{\"kind\":\"pooltag\",\"tag\":\"ZzNo\",\"binary\":\"nowhere.sys\",\
+             \"description\":\"A tag no fixture uses\",\"host\":{},\"source\":{},\"line\":6}}]\n",
+            serde_json::to_string(&host).unwrap(),
             serde_json::to_string(&s.path("localtag.txt")).unwrap()
         )
     );
@@ -349,7 +367,7 @@ fn only_driver_binaries_are_indexed() {
     );
     assert!(!indexed.contains(&s.path("nondriver/app.exe")));
     assert!(!indexed.contains(&s.path("nondriver/helper.dll")));
-    assert_eq!(indexed.len(), 52);
+    assert_eq!(indexed.len(), 54);
 }
 
 #[test]
@@ -399,13 +417,18 @@ fn tags_lists_a_files_tags_by_path_or_unambiguous_name() {
     );
     let items: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     assert_eq!(items.len(), listed.len());
-    assert!(items.contains(&serde_json::json!({
-        "path": s.path("x64-O2/basic.sys"), "tag": "1Bp2", "evidence": "call",
-        "sites": [{"api": "ExAllocatePool2", "rva": 0x1051, "section": ".text"}]
-    })));
-    assert!(items.contains(&serde_json::json!({
-        "path": s.path("x64-O2/basic.sys"), "tag": "This", "evidence": "bytes", "sites": []
-    })));
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let basic = s.path("x64-O2/basic.sys");
+    let item = |tag: &str, evidence: &str, sites: serde_json::Value| {
+        serde_json::json!({
+            "tag": tag, "host": host, "path": basic, "evidence": evidence, "sites": sites,
+            "sha256": sha256_hex(&basic), "machine": "x64",
+            "company": null, "description": null, "version": null
+        })
+    };
+    let alloc2 = serde_json::json!([{"api": "ExAllocatePool2", "rva": 0x1051, "section": ".text"}]);
+    assert!(items.contains(&item("1Bp2", "call", alloc2)), "{json}");
+    assert!(items.contains(&item("This", "bytes", serde_json::json!([]))));
 
     let ambiguous = pooltag()
         .args(["tags", "--db"])
@@ -503,7 +526,7 @@ fn junk_truncated_and_unreadable_files_are_reported_and_the_rest_indexed() {
     // The good files beside them are all there.
     assert_eq!(
         stdout(&s.query(&["-l", "This"]).success()).lines().count(),
-        if locked_readable { 53 } else { 52 }
+        if locked_readable { 55 } else { 54 }
     );
 }
 
@@ -521,7 +544,7 @@ fn symbolic_links_are_not_followed() {
         err.lines()
             .last()
             .unwrap()
-            .contains(" 52 driver binaries indexed, "),
+            .contains(" 54 driver binaries indexed "),
         "{err}"
     );
     assert!(err.contains(", 0 errors, "), "{err}");
@@ -811,7 +834,7 @@ fn provenance_is_recorded() {
         serde_json::to_string(&[s.root().display().to_string()]).unwrap()
     );
     assert!(started > 1_700_000_000 && finished >= started);
-    assert_eq!((seen, drivers, entries, errors), (55, 52, 4, 0));
+    assert_eq!((seen, drivers, entries, errors), (57, 54, 4, 0));
 }
 
 #[cfg(unix)]
@@ -832,4 +855,100 @@ fn a_closed_pipe_ends_quietly() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
+
+/// The part of the summary line that counts driver binaries by what happened to them.
+fn driver_counts(assert: &assert_cmd::assert::Assert) -> String {
+    let err = stderr(assert);
+    let summary = err.lines().last().unwrap();
+    let start = summary.find(" driver binaries indexed (").unwrap();
+    let end = summary[start..].find(')').unwrap();
+    summary[start + 1..start + end + 1].to_owned()
+}
+
+#[test]
+fn index_again_reads_only_what_changed() {
+    let s = Scratch::new();
+    let first = s.index().success();
+    assert_eq!(
+        driver_counts(&first),
+        "driver binaries indexed (54 new, 0 changed, 0 unchanged, 0 removed)"
+    );
+    let before = stdout(&s.query(&["--json", "1B*", "4Wr?"]).success());
+
+    let again = s.index().success();
+    assert_eq!(
+        driver_counts(&again),
+        "driver binaries indexed (0 new, 0 changed, 54 unchanged, 0 removed)"
+    );
+    // Only the non-drivers' headers and the tag file were read.
+    let summary = stderr(&again).lines().last().unwrap().to_owned();
+    let read = summary
+        .split(", ")
+        .find(|p| p.ends_with(" read"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        read.ends_with(" B read") || read.starts_with(|c: char| c < '2'),
+        "{read}"
+    );
+    assert_eq!(
+        stdout(&s.query(&["--json", "1B*", "4Wr?"]).success()),
+        before
+    );
+
+    // A new path holding a known content: one analysis, both paths listed.
+    fs::create_dir(s.root().join("copy")).unwrap();
+    fs::copy(
+        s.root().join("x64-O2/basic.sys"),
+        s.root().join("copy/twin.sys"),
+    )
+    .unwrap();
+    // Same size, new modification time: read again.
+    let wrapper = s.root().join("x64-O2/wrapper.sys");
+    let mut content = fs::read(&wrapper).unwrap();
+    content[0x400] ^= 0xff;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&wrapper, &content).unwrap();
+    fs::remove_file(s.root().join("x86-O0/cond.sys")).unwrap();
+    let third = s.index().success();
+    assert_eq!(
+        driver_counts(&third),
+        "driver binaries indexed (1 new, 1 changed, 52 unchanged, 1 removed)"
+    );
+    let listed = stdout(&s.query(&["-l", "1Bp2"]).success());
+    assert!(
+        listed.contains(&format!("{}\n", s.path("copy/twin.sys"))),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{}\n", s.path("x64-O2/basic.sys"))),
+        "{listed}"
+    );
+    s.query(&["-l", "5Cb9", "--evidence", "call"])
+        .success()
+        .stdout(format!("{}\n", s.path("x64-O0/cond.sys")));
+
+    let full = pooltag()
+        .arg("--db")
+        .arg(s.db())
+        .args(["index", "--full"])
+        .arg(s.root())
+        .assert()
+        .success();
+    assert_eq!(
+        driver_counts(&full),
+        "driver binaries indexed (54 new, 0 changed, 0 unchanged, 0 removed)"
+    );
+    let conn = rusqlite::Connection::open(s.db()).unwrap();
+    let broken: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(broken, 0);
+    let contents: i64 = conn
+        .query_row("SELECT count(*) FROM content", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(contents, 53, "twin.sys shares basic.sys's content");
 }

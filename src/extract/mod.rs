@@ -4,13 +4,15 @@
 //! - [`image`]: the PE view the other analyses read (sections, image base, IAT slots);
 //! - [`x86`] and [`arm64`]: call-site analysis of executable sections (`call`, `arg`, `code`);
 //! - [`data`]: 4-byte-aligned printable fields in initialized data (`data`);
-//! - [`apis`]: the tag-taking APIs, from `data/pool_apis.tsv`.
+//! - [`apis`]: the tag-taking APIs, from `data/pool_apis.tsv`;
+//! - [`version`]: the version resource strings (company, description, version).
 
 pub mod apis;
 pub mod arm64;
 pub mod bytes;
 pub mod data;
 pub mod image;
+pub mod version;
 pub mod x86;
 
 use std::collections::{HashMap, HashSet};

@@ -65,12 +65,16 @@ pub struct Database {
     path: PathBuf,
 }
 
-/// A Pooltag.txt line as stored, with the tag file it came from.
+/// A Pooltag.txt line as stored, with one place it was read (an entry read in several places
+/// comes once per place).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEntry {
     pub tag: String,
     pub binary: String,
     pub description: String,
+    /// The host whose tag file it is.
+    pub host: String,
+    /// The path of the tag file.
     pub source: String,
     pub line: u32,
 }
@@ -86,11 +90,34 @@ pub struct StoredSite {
     pub offset: u32,
 }
 
-/// An indexed driver file.
+/// An indexed driver file: a path on a host, and what is known of its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFile {
-    pub id: i64,
+    pub content_id: i64,
+    pub host: String,
     pub path: String,
+    pub sha256: Vec<u8>,
+    pub machine: u16,
+    pub company: Option<String>,
+    pub description: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The columns of a [`StoredFile`], in `file f JOIN content c`.
+const FILE_COLUMNS: &str = "f.content_id, f.host, f.path, c.sha256, c.machine, c.company, \
+     c.description, c.version FROM file f JOIN content c ON c.id = f.content_id";
+
+fn stored_file(r: &rusqlite::Row) -> rusqlite::Result<StoredFile> {
+    Ok(StoredFile {
+        content_id: r.get(0)?,
+        host: r.get(1)?,
+        path: r.get(2)?,
+        sha256: r.get(3)?,
+        machine: r.get(4)?,
+        company: r.get(5)?,
+        description: r.get(6)?,
+        version: r.get(7)?,
+    })
 }
 
 impl Database {
@@ -178,7 +205,9 @@ impl Database {
     pub fn postings(&self, low: u32, high: u32) -> Result<Vec<(Tag, Vec<i64>)>> {
         let mut statement = self
             .conn
-            .prepare_cached("SELECT tag, file_ids FROM bytes_posting WHERE tag BETWEEN ?1 AND ?2")
+            .prepare_cached(
+                "SELECT tag, content_ids FROM bytes_posting WHERE tag BETWEEN ?1 AND ?2",
+            )
             .map_err(|e| self.fail(e))?;
         let rows = statement
             .query_map(params![low, high], |r| {
@@ -190,18 +219,18 @@ impl Database {
             let (key, blob) = row.map_err(|e| self.fail(e))?;
             let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
             let ids = postings::decode(&blob)
-                .ok_or_else(|| self.damaged(&format!("the file list of tag {tag}")))?;
+                .ok_or_else(|| self.damaged(&format!("the content list of tag {tag}")))?;
             out.push((tag, ids));
         }
         Ok(out)
     }
 
-    /// Evidence stronger than bytes for every tag key in `low..=high`: (tag, file id, level).
+    /// Evidence stronger than bytes for every tag key in `low..=high`: (tag, content id, level).
     pub fn stronger_evidence(&self, low: u32, high: u32) -> Result<Vec<(Tag, i64, Evidence)>> {
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT tag, file_id, evidence FROM file_tag WHERE tag BETWEEN ?1 AND ?2",
+                "SELECT tag, content_id, evidence FROM content_tag WHERE tag BETWEEN ?1 AND ?2",
             )
             .map_err(|e| self.fail(e))?;
         let rows = statement
@@ -229,9 +258,9 @@ impl Database {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT e.tag, e.binary, e.description, f.path, e.line \
-                 FROM tag_entry e JOIN tag_file f ON f.id = e.tag_file_id \
-                 ORDER BY f.path, e.line",
+                "SELECT e.tag, e.binary, e.description, f.host, f.path, s.line \
+                 FROM tag_entry e JOIN tag_entry_source s ON s.entry_id = e.id \
+                 JOIN tag_file f ON f.id = s.tag_file_id ORDER BY f.host, f.path, s.line",
             )
             .map_err(|e| self.fail(e))?;
         let rows = statement
@@ -240,8 +269,9 @@ impl Database {
                     tag: r.get(0)?,
                     binary: r.get(1)?,
                     description: r.get(2)?,
-                    source: r.get(3)?,
-                    line: r.get(4)?,
+                    host: r.get(3)?,
+                    source: r.get(4)?,
+                    line: r.get(5)?,
                 })
             })
             .map_err(|e| self.fail(e))?;
@@ -249,41 +279,54 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
-    /// The paths of the given file ids.
-    pub fn file_paths(&self, ids: impl IntoIterator<Item = i64>) -> Result<HashMap<i64, String>> {
+    /// The files holding each of the given contents, by host and path.
+    pub fn files_of(
+        &self,
+        content_ids: impl IntoIterator<Item = i64>,
+    ) -> Result<HashMap<i64, Vec<StoredFile>>> {
         let mut statement = self
             .conn
-            .prepare_cached("SELECT path FROM file WHERE id = ?1")
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} WHERE f.content_id = ?1 ORDER BY f.host, f.path"
+            ))
             .map_err(|e| self.fail(e))?;
-        let mut paths = HashMap::new();
-        for id in ids {
-            if paths.contains_key(&id) {
+        let mut files = HashMap::new();
+        for id in content_ids {
+            if files.contains_key(&id) {
                 continue;
             }
-            let path: String = statement
-                .query_row([id], |r| r.get(0))
-                .map_err(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => {
-                        self.damaged(&format!("a tag names file {id}, which is missing"))
-                    }
-                    e => self.fail(e),
-                })?;
-            paths.insert(id, path);
+            let rows: Vec<StoredFile> = statement
+                .query_map([id], stored_file)
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.fail(e))?;
+            if rows.is_empty() {
+                return Err(self.damaged(&format!("a tag names content {id}, which no file holds")));
+            }
+            files.insert(id, rows);
         }
-        Ok(paths)
+        Ok(files)
+    }
+
+    /// How many hosts the files come from (more than one after a merge).
+    pub fn host_count(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT count(DISTINCT host) FROM file", [], |r| r.get(0))
+            .map_err(|e| self.fail(e))
     }
 
     /// The indexed file at exactly `path`.
     pub fn file_with_path(&self, path: &str) -> Result<Option<StoredFile>> {
         Ok(self
-            .files_where("SELECT id, path FROM file WHERE path = ?1", path)?
+            .files_where(&format!("SELECT {FILE_COLUMNS} WHERE f.path = ?1"), path)?
             .pop())
     }
 
     /// The indexed files named `name` (any case), by path.
     pub fn files_named(&self, name: &str) -> Result<Vec<StoredFile>> {
         self.files_where(
-            "SELECT id, path FROM file WHERE name = ?1 COLLATE NOCASE ORDER BY path",
+            &format!(
+                "SELECT {FILE_COLUMNS} WHERE f.name = ?1 COLLATE NOCASE ORDER BY f.host, f.path"
+            ),
             name,
         )
     }
@@ -291,28 +334,23 @@ impl Database {
     fn files_where(&self, sql: &str, value: &str) -> Result<Vec<StoredFile>> {
         let mut statement = self.conn.prepare_cached(sql).map_err(|e| self.fail(e))?;
         let rows = statement
-            .query_map([value], |r| {
-                Ok(StoredFile {
-                    id: r.get(0)?,
-                    path: r.get(1)?,
-                })
-            })
+            .query_map([value], stored_file)
             .map_err(|e| self.fail(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.fail(e))
     }
 
-    /// The sites behind a (file, tag) pair, by RVA.
-    pub fn sites(&self, file_id: i64, tag: Tag) -> Result<Vec<StoredSite>> {
+    /// The sites behind a (content, tag) pair, by RVA.
+    pub fn sites(&self, content_id: i64, tag: Tag) -> Result<Vec<StoredSite>> {
         let mut statement = self
             .conn
             .prepare_cached(
                 "SELECT evidence, api, rva, section, offset FROM site \
-                 WHERE file_id = ?1 AND tag = ?2 ORDER BY rva, evidence, api",
+                 WHERE content_id = ?1 AND tag = ?2 ORDER BY rva, evidence, api",
             )
             .map_err(|e| self.fail(e))?;
         let rows = statement
-            .query_map(params![file_id, tag.key()], |r| {
+            .query_map(params![content_id, tag.key()], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, Option<String>>(1)?,
@@ -338,24 +376,28 @@ impl Database {
         Ok(sites)
     }
 
-    /// Every tag of one file whose strongest evidence is `minimum` or stronger, in key order.
+    /// Every tag of one content whose strongest evidence is `minimum` or stronger, in key order.
     /// The bytes level is stored by tag, so including it reads every posting list: a full scan,
     /// fine for one command.
-    pub fn tags_of_file(&self, file_id: i64, minimum: Evidence) -> Result<Vec<(Tag, Evidence)>> {
+    pub fn tags_of_content(
+        &self,
+        content_id: i64,
+        minimum: Evidence,
+    ) -> Result<Vec<(Tag, Evidence)>> {
         let mut strongest: HashMap<Tag, Evidence> = HashMap::new();
         if minimum == Evidence::Bytes {
             for (tag, ids) in self.postings(0, u32::MAX)? {
-                if ids.binary_search(&file_id).is_ok() {
+                if ids.binary_search(&content_id).is_ok() {
                     strongest.insert(tag, Evidence::Bytes);
                 }
             }
         }
         let mut statement = self
             .conn
-            .prepare_cached("SELECT tag, evidence FROM file_tag WHERE file_id = ?1")
+            .prepare_cached("SELECT tag, evidence FROM content_tag WHERE content_id = ?1")
             .map_err(|e| self.fail(e))?;
         let rows = statement
-            .query_map([file_id], |r| {
+            .query_map([content_id], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(|e| self.fail(e))?;
@@ -381,7 +423,7 @@ fn tag_of_key(key: i64) -> Option<Tag> {
 
 /// The `file:` URI that opens `path` read-only and immutable. Characters that mean something in
 /// a URI are percent-encoded; Windows paths get the `/C:/...` form SQLite expects.
-fn read_only_uri(path: &Path) -> String {
+pub(crate) fn read_only_uri(path: &Path) -> String {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let text = absolute.to_string_lossy().replace('\\', "/");
     let mut uri = String::from("file:");
@@ -426,11 +468,13 @@ mod tests {
             tables,
             [
                 "bytes_posting",
+                "content",
+                "content_tag",
                 "file",
-                "file_tag",
                 "run",
                 "site",
                 "tag_entry",
+                "tag_entry_source",
                 "tag_file"
             ]
         );

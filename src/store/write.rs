@@ -6,43 +6,61 @@
 //! running index still holds (on Unix it holds a lock on it; on Windows SQLite's open handle
 //! prevents its deletion).
 //!
-//! Memory: the bytes level is a posting list per tag, which needs every file's tags before any
-//! list is complete. (tag, file) pairs are collected up to a budget ([`PAIR_BUDGET`] by default),
-//! then sorted and
-//! written as one segment to a SQLite TEMP table (a file SQLite deletes itself); at the end the
-//! segments are merged in tag order. Memory stays bounded however many files there are.
+//! Memory: the bytes level is a posting list per tag, which needs every content's tags before
+//! any list is complete. (tag, content) pairs are collected up to a budget ([`PAIR_BUDGET`] by
+//! default), then sorted and written as one segment to a SQLite TEMP table (a file SQLite deletes
+//! itself); at the end the segments are merged in tag order. Memory stays bounded however many
+//! files there are.
+//!
+//! Reuse: a writer can start from a previous database (attached read-only as `old`). Contents
+//! kept from it keep their ids, so their posting lists are copied as they are (filtered when some
+//! contents went away), and new contents get ids above every old one: an unchanged tree costs
+//! a walk and a copy, not an analysis. Rows are copied in bulk, parents after children, so
+//! foreign keys are not enforced while building (the tests check them on the result).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
-use super::{describe, migrate, postings};
+use super::{describe, migrate, postings, read_only_uri};
 use crate::error::{Error, Result};
 use crate::extract::Findings;
+use crate::extract::version::VersionInfo;
 use crate::read::PeSummary;
 use crate::tag::Tag;
 use crate::tagfile::TagFile;
 
-/// (tag, file) pairs held in memory before a segment is written: 32 MB.
+/// (tag, content) pairs held in memory before a segment is written: 32 MB.
 pub const PAIR_BUDGET: usize = 4 << 20;
 
-/// A driver binary ready to be stored.
-pub struct DriverRecord {
-    pub path: String,
-    pub name: String,
+/// A SHA-256 digest.
+pub type Sha256 = [u8; 32];
+
+/// An analysed driver binary content, ready to be stored.
+pub struct ContentRecord {
+    pub sha256: Sha256,
     pub size: u64,
-    pub mtime_ns: Option<i64>,
     pub image: PeSummary,
+    pub version: VersionInfo,
     /// Distinct bytes-level tags.
     pub tags: Vec<Tag>,
     /// Stronger evidence from the code and data.
     pub findings: Findings,
 }
 
+/// A path holding a driver binary.
+#[derive(Clone, Debug)]
+pub struct FileRecord {
+    pub path: String,
+    pub name: String,
+    pub size: u64,
+    pub mtime_ns: Option<i64>,
+}
+
 /// Provenance of a run, written when it ends.
 pub struct RunRecord {
-    pub host: String,
     pub os: String,
     pub roots: Vec<String>,
     pub started_at: i64,
@@ -54,6 +72,23 @@ pub struct RunRecord {
     pub errors: u64,
 }
 
+/// What a previous database holds for this host, for an incremental index.
+#[derive(Default)]
+pub struct PreviousIndex {
+    /// This host's files by path.
+    pub files: HashMap<String, PreviousFile>,
+    /// Every content by SHA-256.
+    pub contents: HashMap<Sha256, i64>,
+}
+
+/// One of this host's files in the previous database.
+#[derive(Clone, Copy, Debug)]
+pub struct PreviousFile {
+    pub content_id: i64,
+    pub size: u64,
+    pub mtime_ns: Option<i64>,
+}
+
 /// A database being built. Dropping it without [`IndexWriter::finish`] deletes the temporary file
 /// and leaves the target as it was.
 pub struct IndexWriter {
@@ -62,16 +97,30 @@ pub struct IndexWriter {
     target: PathBuf,
     /// Held for the whole run so that no other run takes the temporary file for a stale one.
     _lock: Option<File>,
+    host: String,
     pairs: Vec<u64>,
     pair_budget: usize,
     segments: u32,
     run_id: i64,
+    /// Whether a previous database is attached as `old`.
+    has_old: bool,
+    /// The id the next new content gets: above every content of the previous database.
+    next_content_id: i64,
+    /// Contents stored in this run, by SHA-256.
+    contents: HashMap<Sha256, i64>,
 }
 
 impl IndexWriter {
-    /// Starts a new database that will replace `target`, holding at most `pair_budget`
-    /// (tag, file) pairs in memory.
-    pub fn create(target: &Path, pair_budget: usize) -> Result<IndexWriter> {
+    /// Starts a new database that will replace `target`, for the files of `host`, holding at
+    /// most `pair_budget` (tag, content) pairs in memory. With `previous` (a pooltag database of
+    /// the current schema, usually `target` itself), its contents can be reused and the files
+    /// and tag files of other hosts are kept.
+    pub fn create(
+        target: &Path,
+        host: &str,
+        pair_budget: usize,
+        previous: Option<&Path>,
+    ) -> Result<IndexWriter> {
         let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -93,12 +142,16 @@ impl IndexWriter {
             temp: temp.clone(),
             target: target.to_owned(),
             _lock: lock(&temp),
+            host: host.to_owned(),
             pairs: Vec::new(),
             pair_budget: pair_budget.max(1),
             segments: 0,
             run_id: 0,
+            has_old: false,
+            next_content_id: 1,
+            contents: HashMap::new(),
         };
-        writer.prepare().map_err(|e| describe(&temp, &e))?;
+        writer.prepare(previous).map_err(|e| describe(&temp, &e))?;
         Ok(writer)
     }
 
@@ -106,85 +159,180 @@ impl IndexWriter {
         self.conn.as_ref().expect("connection open until finish")
     }
 
-    fn prepare(&mut self) -> rusqlite::Result<()> {
+    fn prepare(&mut self, previous: Option<&Path>) -> rusqlite::Result<()> {
         let conn = self.conn.as_mut().expect("connection open until finish");
         // The file is disposable until the rename: no journal, no syncs until the end.
         conn.execute_batch(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = FILE; \
-             PRAGMA cache_size = -32768; PRAGMA locking_mode = EXCLUSIVE;",
+             PRAGMA cache_size = -32768; PRAGMA locking_mode = EXCLUSIVE; \
+             PRAGMA foreign_keys = OFF;",
         )?;
         migrate(conn)?;
         conn.execute_batch(
             "CREATE TEMP TABLE posting_segment (tag INTEGER NOT NULL, segment INTEGER NOT NULL, \
-             file_ids BLOB NOT NULL, PRIMARY KEY (tag, segment)) WITHOUT ROWID; BEGIN;",
+             content_ids BLOB NOT NULL, PRIMARY KEY (tag, segment)) WITHOUT ROWID; \
+             CREATE TEMP TABLE reused (id INTEGER PRIMARY KEY); BEGIN;",
         )?;
+        if let Some(previous) = previous {
+            conn.execute("ATTACH DATABASE ?1 AS old", [read_only_uri(previous)])?;
+            self.has_old = true;
+            self.keep_other_hosts()?;
+            let conn = self.conn();
+            self.next_content_id = conn.query_row(
+                "SELECT coalesce(max(id), 0) + 1 FROM old.content",
+                [],
+                |r| r.get(0),
+            )?;
+        }
+        let conn = self.conn();
         conn.execute(
             "INSERT INTO run (pooltag_version, host, os, roots, started_at, finished_at, \
              files_seen, drivers_indexed, bytes_read, distinct_tags, tag_file_entries, errors) \
-             VALUES ('', '', '', '[]', 0, 0, 0, 0, 0, 0, 0, 0)",
-            [],
+             VALUES ('', ?1, '', '[]', 0, 0, 0, 0, 0, 0, 0, 0)",
+            [&self.host],
         )?;
         self.run_id = conn.last_insert_rowid();
         Ok(())
+    }
+
+    /// Copies, ids unchanged, what the previous database holds for other hosts: their runs,
+    /// files and tag files, and the contents and entries these use.
+    fn keep_other_hosts(&self) -> rusqlite::Result<()> {
+        for sql in [
+            "INSERT INTO run SELECT * FROM old.run WHERE host <> ?1",
+            "INSERT INTO temp.reused SELECT DISTINCT content_id FROM old.file WHERE host <> ?1",
+            "INSERT INTO file SELECT * FROM old.file WHERE host <> ?1",
+            "INSERT INTO tag_file SELECT * FROM old.tag_file WHERE host <> ?1",
+        ] {
+            self.conn().execute(sql, [&self.host])?;
+        }
+        self.conn().execute_batch(
+            "INSERT INTO tag_entry SELECT * FROM old.tag_entry WHERE id IN \
+                 (SELECT entry_id FROM old.tag_entry_source s JOIN tag_file f ON f.id = s.tag_file_id); \
+             INSERT INTO tag_entry_source SELECT s.* FROM old.tag_entry_source s \
+                 JOIN tag_file f ON f.id = s.tag_file_id;",
+        )
+    }
+
+    /// What the attached previous database holds for this host.
+    pub fn previous_index(&self) -> Result<PreviousIndex> {
+        let mut previous = PreviousIndex::default();
+        if !self.has_old {
+            return Ok(previous);
+        }
+        let mut read = || -> rusqlite::Result<()> {
+            let conn = self.conn();
+            let mut files = conn
+                .prepare("SELECT path, content_id, size, mtime_ns FROM old.file WHERE host = ?1")?;
+            let rows = files.query_map([&self.host], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    PreviousFile {
+                        content_id: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        mtime_ns: r.get(3)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (path, file) = row?;
+                previous.files.insert(path, file);
+            }
+            let mut contents = conn.prepare("SELECT sha256, id FROM old.content")?;
+            let rows = contents.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (sha, id) = row?;
+                if let Ok(sha) = Sha256::try_from(sha.as_slice()) {
+                    previous.contents.insert(sha, id);
+                }
+            }
+            Ok(())
+        };
+        read().map_err(|e| self.fail(e))?;
+        Ok(previous)
     }
 
     fn fail(&self, e: rusqlite::Error) -> Error {
         describe(&self.temp, &e)
     }
 
-    /// Stores one driver binary and its tags.
-    pub fn add_driver(&mut self, record: &DriverRecord) -> Result<()> {
-        let inserted = self
-            .conn()
-            .prepare_cached(
-                "INSERT INTO file (run_id, path, name, size, mtime_ns, machine, subsystem) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (path) DO NOTHING",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    self.run_id,
-                    record.path,
-                    record.name,
-                    record.size as i64,
-                    record.mtime_ns,
-                    record.image.machine,
-                    record.image.subsystem
-                ])
-            })
-            .map_err(|e| self.fail(e))?;
-        if inserted == 0 {
-            return Ok(()); // the same path reached through two overlapping roots
+    /// This host's paths in the previous database that this run did not store.
+    pub fn count_removed(&self) -> Result<u64> {
+        if !self.has_old {
+            return Ok(0);
         }
-        let file_id = self.conn().last_insert_rowid();
-        self.add_findings(file_id, &record.findings)
-            .map_err(|e| self.fail(e))?;
-        let file_id = file_id as u64;
+        self.conn()
+            .query_row(
+                "SELECT count(*) FROM old.file o WHERE o.host = ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM file f WHERE f.host = o.host AND f.path = o.path)",
+                [&self.host],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The id of a content already stored in this run.
+    pub fn content_id(&self, sha256: &Sha256) -> Option<i64> {
+        self.contents.get(sha256).copied()
+    }
+
+    /// Stores a newly analysed content and its tags; returns its id.
+    pub fn add_content(&mut self, content: &ContentRecord) -> Result<i64> {
+        if let Some(id) = self.content_id(&content.sha256) {
+            return Ok(id);
+        }
+        let id = self.next_content_id;
+        self.insert_content(id, content).map_err(|e| self.fail(e))?;
+        self.next_content_id += 1;
+        self.contents.insert(content.sha256, id);
         self.pairs.extend(
-            record
+            content
                 .tags
                 .iter()
-                .map(|tag| (u64::from(tag.key()) << 32) | file_id),
+                .map(|tag| (u64::from(tag.key()) << 32) | id as u64),
         );
         if self.pairs.len() >= self.pair_budget {
             self.write_segment()?;
         }
-        Ok(())
+        Ok(id)
     }
 
-    fn add_findings(&self, file_id: i64, findings: &Findings) -> rusqlite::Result<()> {
+    fn insert_content(&self, id: i64, content: &ContentRecord) -> rusqlite::Result<()> {
         let conn = self.conn();
-        let mut level = conn
-            .prepare_cached("INSERT INTO file_tag (tag, file_id, evidence) VALUES (?1, ?2, ?3)")?;
-        for (tag, evidence) in &findings.levels {
-            level.execute(params![tag.key(), file_id, *evidence as i64])?;
+        let v = &content.version;
+        conn.prepare_cached(
+            "INSERT INTO content (id, sha256, size, machine, subsystem, pe_timestamp, signed, \
+             company, description, version, product, original_filename) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            id,
+            content.sha256,
+            content.size as i64,
+            content.image.machine,
+            content.image.subsystem,
+            content.image.timestamp,
+            content.image.signed,
+            v.company,
+            v.description,
+            v.file_version,
+            v.product,
+            v.original_filename
+        ])?;
+        let mut level = conn.prepare_cached(
+            "INSERT INTO content_tag (tag, content_id, evidence) VALUES (?1, ?2, ?3)",
+        )?;
+        for (tag, evidence) in &content.findings.levels {
+            level.execute(params![tag.key(), id, *evidence as i64])?;
         }
         let mut site = conn.prepare_cached(
-            "INSERT INTO site (file_id, tag, evidence, api, rva, section, offset) \
+            "INSERT INTO site (content_id, tag, evidence, api, rva, section, offset) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        for s in &findings.sites {
+        for s in &content.findings.sites {
             site.execute(params![
-                file_id,
+                id,
                 s.tag.key(),
                 s.evidence as i64,
                 s.api,
@@ -196,31 +344,65 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// Stores a parsed tag file; returns the number of entries stored (0 when this path was
+    /// Keeps a content of the previous database (its id unchanged); returns the id.
+    pub fn reuse_content(&mut self, old_id: i64) -> Result<i64> {
+        self.conn()
+            .prepare_cached("INSERT OR IGNORE INTO temp.reused (id) VALUES (?1)")
+            .and_then(|mut s| s.execute([old_id]))
+            .map_err(|e| self.fail(e))?;
+        Ok(old_id)
+    }
+
+    /// Stores a path holding the content `content_id`; false when this path is stored already
+    /// (reached through two overlapping roots).
+    pub fn add_file(&mut self, file: &FileRecord, content_id: i64) -> Result<bool> {
+        let inserted = self
+            .conn()
+            .prepare_cached(
+                "INSERT INTO file (content_id, run_id, host, path, name, size, mtime_ns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (host, path) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    content_id,
+                    self.run_id,
+                    self.host,
+                    file.path,
+                    file.name,
+                    file.size as i64,
+                    file.mtime_ns
+                ])
+            })
+            .map_err(|e| self.fail(e))?;
+        Ok(inserted == 1)
+    }
+
+    /// Stores a parsed tag file; returns the number of lines stored (0 when this path was
     /// already stored).
     pub fn add_tag_file(&mut self, path: &str, parsed: &TagFile) -> Result<u64> {
         let conn = self.conn.as_ref().expect("connection open until finish");
         let store = || -> rusqlite::Result<u64> {
             if conn.execute(
-                "INSERT INTO tag_file (path) VALUES (?1) ON CONFLICT (path) DO NOTHING",
-                [path],
+                "INSERT INTO tag_file (host, path) VALUES (?1, ?2) \
+                 ON CONFLICT (host, path) DO NOTHING",
+                params![self.host, path],
             )? == 0
             {
                 return Ok(0);
             }
-            let id = conn.last_insert_rowid();
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO tag_entry (tag_file_id, line, tag, binary, description) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            let file_id = conn.last_insert_rowid();
+            let mut entry = conn.prepare_cached(
+                "INSERT INTO tag_entry (tag, binary, description) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (tag, binary, description) DO UPDATE SET tag = excluded.tag \
+                 RETURNING id",
             )?;
-            for entry in &parsed.entries {
-                insert.execute(params![
-                    id,
-                    entry.line,
-                    entry.tag,
-                    entry.binary,
-                    entry.description
-                ])?;
+            let mut source = conn.prepare_cached(
+                "INSERT INTO tag_entry_source (entry_id, tag_file_id, line) VALUES (?1, ?2, ?3)",
+            )?;
+            for e in &parsed.entries {
+                let entry_id: i64 =
+                    entry.query_row(params![e.tag, e.binary, e.description], |r| r.get(0))?;
+                source.execute(params![entry_id, file_id, e.line])?;
             }
             Ok(parsed.entries.len() as u64)
         };
@@ -229,57 +411,37 @@ impl IndexWriter {
 
     /// Sorts the pairs in memory and writes them as one segment of posting lists.
     fn write_segment(&mut self) -> Result<()> {
-        let pairs = std::mem::take(&mut self.pairs);
-        let segment = self.segments;
-        self.segments += 1;
-        self.write_postings(pairs, |conn, key, blob| {
-            conn.prepare_cached(
-                "INSERT INTO temp.posting_segment (tag, segment, file_ids) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![key, segment, blob])
-            .map(drop)
-        })
-    }
-
-    /// Groups sorted pairs by tag and hands each posting list to `store`.
-    fn write_postings(
-        &mut self,
-        mut pairs: Vec<u64>,
-        store: impl Fn(&Connection, u32, &[u8]) -> rusqlite::Result<()>,
-    ) -> Result<()> {
+        let mut pairs = std::mem::take(&mut self.pairs);
         // Not rayon's parallel sort: its workers may all be waiting for this thread to take
         // their results, and would never come to help.
         pairs.sort_unstable();
-        let conn = self.conn.as_ref().expect("connection open until finish");
-        let mut ids: Vec<i64> = Vec::new();
-        let mut blob: Vec<u8> = Vec::new();
-        let result = pairs
-            .chunk_by(|a, b| a >> 32 == b >> 32)
-            .try_for_each(|group| {
-                ids.clear();
-                ids.extend(group.iter().map(|p| i64::from(*p as u32)));
-                blob.clear();
-                postings::encode(&ids, &mut blob);
-                store(conn, (group[0] >> 32) as u32, &blob)
-            });
-        result.map_err(|e| self.fail(e))
+        self.segments += 1;
+        let segment = self.segments;
+        let conn = self.conn();
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO temp.posting_segment (tag, segment, content_ids) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(|e| self.fail(e))?;
+        let mut blob = Vec::new();
+        for (key, ids) in group_pairs(&pairs) {
+            blob.clear();
+            postings::encode(&ids, &mut blob);
+            insert
+                .execute(params![key, segment, blob])
+                .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
     }
 
-    /// Writes the posting lists, the run's provenance, and replaces the target. Returns the number
-    /// of distinct tags.
+    /// Writes the posting lists, the run's provenance, and replaces the target. Returns the
+    /// number of distinct tags.
     pub fn finish(mut self, mut run: RunRecord) -> Result<u64> {
-        let insert = |conn: &Connection, key: u32, blob: &[u8]| {
-            conn.prepare_cached("INSERT INTO bytes_posting (tag, file_ids) VALUES (?1, ?2)")?
-                .execute(params![key, blob])
-                .map(drop)
-        };
-        if self.segments == 0 {
-            let pairs = std::mem::take(&mut self.pairs);
-            self.write_postings(pairs, insert)?;
-        } else {
+        if self.segments > 0 {
             self.write_segment()?;
-            self.merge_segments().map_err(|e| self.fail(e))?;
         }
+        self.copy_reused().map_err(|e| self.fail(e))?;
+        self.write_postings().map_err(|e| self.fail(e))?;
         run.finished_at = run.finished_at.max(run.started_at);
         let distinct_tags = self.write_run(&run).map_err(|e| self.fail(e))?;
         let conn = self.conn.take().expect("connection open until finish");
@@ -288,56 +450,121 @@ impl IndexWriter {
         Ok(distinct_tags)
     }
 
-    /// Concatenates each tag's lists from every segment, in segment order (file ids ascend from
-    /// one segment to the next).
-    fn merge_segments(&self) -> rusqlite::Result<()> {
-        let conn = self.conn();
-        let mut select =
-            conn.prepare("SELECT tag, file_ids FROM temp.posting_segment ORDER BY tag, segment")?;
+    /// Copies the reused contents of the previous database with their tags and sites.
+    fn copy_reused(&self) -> rusqlite::Result<()> {
+        if !self.has_old {
+            return Ok(());
+        }
+        self.conn().execute_batch(
+            "INSERT INTO content SELECT * FROM old.content WHERE id IN (SELECT id FROM temp.reused); \
+             INSERT INTO content_tag SELECT * FROM old.content_tag \
+                 WHERE content_id IN (SELECT id FROM temp.reused); \
+             INSERT INTO site SELECT * FROM old.site WHERE content_id IN (SELECT id FROM temp.reused);",
+        )
+    }
+
+    /// Builds `bytes_posting` from the previous database's lists (reused contents only) and this
+    /// run's pairs, in memory or in segments.
+    fn write_postings(&mut self) -> rusqlite::Result<()> {
+        let pairs = std::mem::take(&mut self.pairs);
+        let conn = self.conn.as_ref().expect("connection open until finish");
         let mut insert =
-            conn.prepare("INSERT INTO bytes_posting (tag, file_ids) VALUES (?1, ?2)")?;
-        let mut rows = select.query([])?;
-        let mut current: Option<i64> = None;
-        let mut ids: Vec<i64> = Vec::new();
-        let mut blob = Vec::new();
-        let mut flush = |key: i64, ids: &mut Vec<i64>| -> rusqlite::Result<()> {
-            blob.clear();
-            postings::encode(ids, &mut blob);
-            ids.clear();
-            insert.execute(params![key, blob]).map(drop)
-        };
-        while let Some(row) = rows.next()? {
-            let key: i64 = row.get(0)?;
-            let segment_ids = postings::decode(&row.get::<_, Vec<u8>>(1)?)
-                .ok_or(rusqlite::Error::InvalidQuery)?;
-            if current.is_some_and(|c| c != key) {
-                flush(current.unwrap_or_default(), &mut ids)?;
+            conn.prepare("INSERT INTO bytes_posting (tag, content_ids) VALUES (?1, ?2)")?;
+        // The previous lists, all kept as they are when every old content was reused.
+        let mut old_lists: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut kept: Option<Vec<i64>> = None;
+        if self.has_old {
+            let reused: Vec<i64> = conn
+                .prepare("SELECT id FROM temp.reused ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let old_count: i64 =
+                conn.query_row("SELECT count(*) FROM old.content", [], |r| r.get(0))?;
+            if (reused.len() as i64) < old_count {
+                kept = Some(reused);
             }
-            current = Some(key);
-            ids.extend(segment_ids);
+            let mut select =
+                conn.prepare("SELECT tag, content_ids FROM old.bytes_posting ORDER BY tag")?;
+            let rows =
+                select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            for row in rows {
+                old_lists.push(row?);
+            }
         }
-        if let Some(key) = current {
-            flush(key, &mut ids)?;
+        // This run's lists, in tag order.
+        let mut new_lists: Vec<(u32, Vec<i64>)> = Vec::new();
+        if self.segments == 0 {
+            new_lists.extend(group_pairs(&{
+                let mut pairs = pairs;
+                pairs.sort_unstable();
+                pairs
+            }));
+        } else {
+            let mut select = conn.prepare(
+                "SELECT tag, content_ids FROM temp.posting_segment ORDER BY tag, segment",
+            )?;
+            let rows =
+                select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            for row in rows {
+                let (key, blob) = row?;
+                let ids = postings::decode(&blob).ok_or(rusqlite::Error::InvalidQuery)?;
+                match new_lists.last_mut() {
+                    Some((last, list)) if *last == key => list.extend(ids),
+                    _ => new_lists.push((key, ids)),
+                }
+            }
         }
-        conn.execute_batch("DROP TABLE temp.posting_segment;")
+        let mut blob = Vec::new();
+        let mut old_iter = old_lists.into_iter().peekable();
+        let mut new_iter = new_lists.into_iter().peekable();
+        loop {
+            let key = match (old_iter.peek(), new_iter.peek()) {
+                (Some((a, _)), Some((b, _))) => (*a).min(*b),
+                (Some((a, _)), None) => *a,
+                (None, Some((b, _))) => *b,
+                (None, None) => break,
+            };
+            let old = old_iter.next_if(|(k, _)| *k == key).map(|(_, blob)| blob);
+            let new = new_iter.next_if(|(k, _)| *k == key).map(|(_, ids)| ids);
+            if let (Some(old_blob), None, None) = (&old, &new, &kept) {
+                insert.execute(params![key, old_blob])?;
+                continue;
+            }
+            let mut ids = match &old {
+                Some(old_blob) => {
+                    postings::decode(old_blob).ok_or(rusqlite::Error::InvalidQuery)?
+                }
+                None => Vec::new(),
+            };
+            if let Some(kept) = &kept {
+                ids.retain(|id| kept.binary_search(id).is_ok());
+            }
+            ids.extend(new.unwrap_or_default());
+            if ids.is_empty() {
+                continue;
+            }
+            blob.clear();
+            postings::encode(&ids, &mut blob);
+            insert.execute(params![key, blob])?;
+        }
+        Ok(())
     }
 
     fn write_run(&self, run: &RunRecord) -> rusqlite::Result<u64> {
         let conn = self.conn();
         let distinct_tags: i64 = conn.query_row(
-            "SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION SELECT tag FROM file_tag)",
+            "SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION SELECT tag FROM content_tag)",
             [],
             |r| r.get(0),
         )?;
         let roots = serde_json::to_string(&run.roots).unwrap_or_else(|_| "[]".to_owned());
         conn.execute(
-            "UPDATE run SET pooltag_version = ?1, host = ?2, os = ?3, roots = ?4, \
-             started_at = ?5, finished_at = ?6, files_seen = ?7, drivers_indexed = ?8, \
-             bytes_read = ?9, distinct_tags = ?10, tag_file_entries = ?11, errors = ?12 \
-             WHERE id = ?13",
+            "UPDATE run SET pooltag_version = ?1, os = ?2, roots = ?3, \
+             started_at = ?4, finished_at = ?5, files_seen = ?6, drivers_indexed = ?7, \
+             bytes_read = ?8, distinct_tags = ?9, tag_file_entries = ?10, errors = ?11 \
+             WHERE id = ?12",
             params![
                 env!("CARGO_PKG_VERSION"),
-                run.host,
                 run.os,
                 roots,
                 run.started_at,
@@ -352,6 +579,9 @@ impl IndexWriter {
             ],
         )?;
         conn.execute_batch("COMMIT;")?;
+        if self.has_old {
+            conn.execute_batch("DETACH DATABASE old;")?;
+        }
         Ok(distinct_tags as u64)
     }
 
@@ -396,6 +626,14 @@ impl Drop for IndexWriter {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// Sorted (tag << 32 | id) pairs grouped into posting lists.
+fn group_pairs(pairs: &[u64]) -> impl Iterator<Item = (u32, Vec<i64>)> + '_ {
+    pairs.chunk_by(|a, b| a >> 32 == b >> 32).map(|group| {
+        let ids = group.iter().map(|p| i64::from(*p as u32)).collect();
+        ((group[0] >> 32) as u32, ids)
+    })
 }
 
 fn temporary_path(target: &Path) -> PathBuf {
