@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
+use crate::export::ExportFormat;
 use crate::extract::Evidence;
 use crate::index::IndexConfig;
+use crate::merge::MergeConfig;
 use crate::query::{QueryConfig, QueryOutput, TagsConfig};
 use crate::store::write::PAIR_BUDGET;
 use crate::tag::TagPattern;
@@ -37,6 +39,10 @@ enum CommandArgs {
         /// Rebuild from scratch: read every file again instead of reusing the previous database
         #[arg(long)]
         full: bool,
+        /// Record the files under this host name instead of this machine's (for a disk image or
+        /// a share of another machine)
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
         /// Directories or single files to index
         #[arg(required = true, value_name = "ROOT")]
         roots: Vec<PathBuf>,
@@ -78,6 +84,33 @@ enum CommandArgs {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
+    /// What the database holds: hosts, runs, counts, size, integrity
+    #[command(after_help = "Example:\n  pooltag info --db \\\\share\\pooltag.db")]
+    Info {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Combine databases built on several machines into the one named by --db
+    #[command(after_help = "Example:\n  pooltag merge --db all.db laptop.db server.db")]
+    Merge {
+        /// Databases to merge into --db (which, when it exists, is merged too)
+        #[arg(required = true, value_name = "IN")]
+        inputs: Vec<PathBuf>,
+    },
+    /// Write the index as a localtag.txt for WinDbg and PoolMon, as CSV, or as JSON
+    #[command(after_help = "Example:\n  pooltag export --format localtag -o localtag.txt")]
+    Export {
+        /// localtag, csv or json
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+        format: ExportFormat,
+        /// Keep pairs at this level or stronger: call, arg, code, data, bytes [default: call]
+        #[arg(long, value_name = "LEVEL", value_parser = parse_evidence)]
+        evidence: Option<Evidence>,
+        /// Write to FILE instead of standard output
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// One mode of pooltag, with everything it needs.
@@ -86,6 +119,19 @@ pub enum Command {
     Index(IndexConfig),
     Query(QueryConfig),
     Tags(TagsConfig),
+    Info { db: PathBuf, json: bool },
+    Merge(MergeConfig),
+    Export(ExportConfig),
+}
+
+/// What `pooltag export` was asked to do.
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    pub db: PathBuf,
+    pub format: ExportFormat,
+    pub evidence: Evidence,
+    /// The file to write; standard output when `None`.
+    pub output: Option<PathBuf>,
 }
 
 impl Args {
@@ -100,6 +146,7 @@ impl Args {
                 pooltag_txt,
                 bytes_only,
                 full,
+                host,
                 roots,
             } => Command::Index(IndexConfig {
                 db,
@@ -115,6 +162,7 @@ impl Args {
                 analyse_code: !bytes_only,
                 pair_budget: PAIR_BUDGET,
                 full,
+                host: host.unwrap_or_else(crate::index::host_name),
             }),
             CommandArgs::Query {
                 json,
@@ -148,7 +196,31 @@ impl Args {
                 json,
                 evidence,
             }),
+            CommandArgs::Info { json } => Command::Info { db, json },
+            CommandArgs::Merge { inputs } => Command::Merge(MergeConfig { db, inputs }),
+            CommandArgs::Export {
+                format,
+                evidence,
+                output,
+            } => Command::Export(ExportConfig {
+                db,
+                format,
+                evidence: evidence.unwrap_or(Evidence::Call),
+                output,
+            }),
         })
+    }
+}
+
+/// An export format named on the command line.
+fn parse_format(name: &str) -> std::result::Result<ExportFormat, String> {
+    match name {
+        "localtag" => Ok(ExportFormat::Localtag),
+        "csv" => Ok(ExportFormat::Csv),
+        "json" => Ok(ExportFormat::Json),
+        _ => Err(format!(
+            "unknown format '{name}' (use localtag, csv or json)"
+        )),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::extract::{self, bytes::WindowCollector, version};
 use crate::read::{FileContent, read_file, read_tag_file};
 use crate::store::Database;
 use crate::store::write::{
-    ContentRecord, FileRecord, IndexWriter, PreviousIndex, RunRecord, Sha256,
+    ContentRecord, FileRecord, IndexWriter, PreviousIndex, Purpose, RunRecord, Sha256,
 };
 use crate::tagfile::{self, TagFile};
 use crate::walk::{WalkItem, walk};
@@ -48,6 +48,8 @@ pub struct IndexConfig {
     pub pair_budget: usize,
     /// Rebuild from scratch instead of reusing the previous database.
     pub full: bool,
+    /// The host the files are recorded under (this machine's name unless `--host` says).
+    pub host: String,
 }
 
 /// The counts of a finished run, as the summary line prints them.
@@ -139,13 +141,14 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
             return Err(Error::new(format!("{given}: {e}")));
         }
     }
-    let host = host_name();
+    let host = &config.host;
     let previous = if config.full {
         None
     } else {
         reusable(&config.db)
     };
-    let mut writer = IndexWriter::create(&config.db, &host, config.pair_budget, previous)?;
+    let purpose = Purpose::Index { host, previous };
+    let mut writer = IndexWriter::create(&config.db, config.pair_budget, purpose)?;
     let previous_index = writer.previous_index()?;
     let shared = Shared {
         analyse_code: config.analyse_code,
@@ -173,7 +176,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     bar.finish_and_clear();
 
     summary.removed = writer.count_removed()?;
-    summary.distinct_tags = writer.finish(RunRecord {
+    summary.distinct_tags = writer.finish(Some(RunRecord {
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         roots: config
             .roots
@@ -187,7 +190,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
         bytes_read: summary.bytes_read,
         tag_file_entries: summary.tag_file_entries,
         errors: summary.errors,
-    })?;
+    }))?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

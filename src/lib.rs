@@ -8,8 +8,10 @@
 
 pub mod cli;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod index;
+pub mod merge;
 pub mod print;
 pub mod query;
 pub mod read;

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use pooltag::cli::{Args, Command};
+use pooltag::cli::{Args, Command, ExportConfig};
 use pooltag::error::{Error, Result};
+use pooltag::export;
 use pooltag::extract::Evidence;
 use pooltag::index::{self, IndexConfig};
+use pooltag::merge::{self, MergeConfig};
 use pooltag::print;
 use pooltag::query::{self, QueryConfig, QueryOutput, Scope, TagsConfig};
 use pooltag::store::Database;
@@ -27,6 +29,9 @@ fn main() -> ExitCode {
             Command::Index(config) => run_index(&config),
             Command::Query(config) => run_query(&config),
             Command::Tags(config) => run_tags(&config),
+            Command::Info { db, json } => run_info(&db, json),
+            Command::Merge(config) => run_merge(&config),
+            Command::Export(config) => run_export(&config),
         });
     match outcome {
         Ok(Found::Yes) => ExitCode::SUCCESS,
@@ -102,4 +107,77 @@ fn run_tags(config: &TagsConfig) -> Result<Found> {
     }
     out.flush()?;
     Ok(if missing { Found::No } else { Found::Yes })
+}
+
+/// `pooltag info`: what the database holds, after a full integrity check.
+fn run_info(db: &std::path::Path, json: bool) -> Result<Found> {
+    let database = Database::open(db)?;
+    let integrity = match database.quick_check() {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let info = database.info()?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if json {
+        print::info_json(&mut out, &info, &integrity)?;
+    } else {
+        print::info_human(&mut out, &info, &integrity)?;
+    }
+    out.flush()?;
+    Ok(Found::Yes)
+}
+
+/// `pooltag merge`: combine databases; one summary line on stderr.
+fn run_merge(config: &MergeConfig) -> Result<Found> {
+    let summary = merge::run(config)?;
+    eprintln!(
+        "pooltag: merged {} databases, hosts {}, {} distinct tags, {:.2} s; database {}",
+        summary.inputs,
+        summary.hosts.join(", "),
+        summary.distinct_tags,
+        summary.elapsed.as_secs_f64(),
+        config.db.display()
+    );
+    Ok(Found::Yes)
+}
+
+/// `pooltag export`: to standard output or a file; tags the format cannot carry are named on
+/// stderr.
+fn run_export(config: &ExportConfig) -> Result<Found> {
+    let db = Database::open(&config.db)?;
+    let summary = match &config.output {
+        None => {
+            let mut out = io::BufWriter::new(io::stdout().lock());
+            let summary = export::export(&db, config.format, config.evidence, &mut out)?;
+            out.flush()?;
+            summary
+        }
+        Some(path) => {
+            let shown = path.display();
+            let file = std::fs::File::create(path)
+                .map_err(|e| Error::new(format!("cannot write {shown}: {e}")))?;
+            let mut out = io::BufWriter::new(file);
+            let summary = export::export(&db, config.format, config.evidence, &mut out)?;
+            out.flush()
+                .map_err(|e| Error::new(format!("cannot write {shown}: {e}")))?;
+            summary
+        }
+    };
+    if !summary.unwritable.is_empty() {
+        let tags: Vec<String> = summary
+            .unwritable
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect();
+        eprintln!(
+            "pooltag: left out {} tags the tag-file format cannot carry: {}",
+            tags.len(),
+            tags.join(" ")
+        );
+    }
+    Ok(if summary.lines > 0 {
+        Found::Yes
+    } else {
+        Found::No
+    })
 }

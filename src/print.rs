@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::extract::Evidence;
 use crate::query::{FileTag, QueryAnswer};
-use crate::store::{StoredEntry, StoredFile, StoredSite};
+use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
 
 /// Indentation of the lines under a driver line (metadata, sites).
@@ -259,5 +259,120 @@ pub fn tags_json(out: &mut impl Write, files: &[(StoredFile, Vec<FileTag>)]) -> 
         })
         .collect();
     serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
+    writeln!(out)
+}
+
+/// `2026-11-26 03:30:01 UTC` from Unix seconds.
+pub fn utc_time(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// `pooltag info` for a person.
+pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> io::Result<()> {
+    writeln!(out, "pooltag database {}", info.path)?;
+    writeln!(
+        out,
+        "  size {}, schema {}, integrity {integrity}",
+        crate::index::human_bytes(info.size),
+        info.schema
+    )?;
+    writeln!(out, "  runs:")?;
+    for run in &info.runs {
+        writeln!(
+            out,
+            "    {}, {}, pooltag {}, {} ({} s)",
+            run.host,
+            run.os,
+            run.pooltag_version,
+            utc_time(run.started_at),
+            run.finished_at - run.started_at
+        )?;
+        writeln!(out, "      roots: {}", run.roots.join(", "))?;
+        writeln!(
+            out,
+            "      {} files seen, {} driver binaries, {} errors",
+            run.files_seen, run.drivers_indexed, run.errors
+        )?;
+    }
+    writeln!(
+        out,
+        "  {} files, {} distinct contents",
+        info.files, info.contents
+    )?;
+    let machines: Vec<String> = info
+        .machines
+        .iter()
+        .map(|(m, n)| format!("{} {n}", machine_name(*m)))
+        .collect();
+    writeln!(out, "  files by machine: {}", machines.join(", "))?;
+    let tags: Vec<String> = info
+        .tags
+        .iter()
+        .map(|(level, n)| format!("{} {n}", level.name()))
+        .collect();
+    writeln!(
+        out,
+        "  distinct tags by strongest evidence: {}",
+        tags.join(", ")
+    )?;
+    writeln!(out, "  tag files:")?;
+    for (host, path, lines) in &info.tag_files {
+        writeln!(out, "    {host}: {path} ({lines} entries)")?;
+    }
+    Ok(())
+}
+
+/// `pooltag info --json`: one object.
+pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> io::Result<()> {
+    let runs: Vec<serde_json::Value> = info
+        .runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "pooltag_version": r.pooltag_version, "host": r.host, "os": r.os,
+                "roots": r.roots, "started_at": r.started_at, "finished_at": r.finished_at,
+                "files_seen": r.files_seen, "drivers_indexed": r.drivers_indexed,
+                "errors": r.errors,
+            })
+        })
+        .collect();
+    let machines: serde_json::Map<String, serde_json::Value> = info
+        .machines
+        .iter()
+        .map(|(m, n)| (machine_name(*m), serde_json::json!(n)))
+        .collect();
+    let tags: serde_json::Map<String, serde_json::Value> = info
+        .tags
+        .iter()
+        .map(|(level, n)| (level.name().to_owned(), serde_json::json!(n)))
+        .collect();
+    let tag_files: Vec<serde_json::Value> = info
+        .tag_files
+        .iter()
+        .map(|(host, path, n)| serde_json::json!({"host": host, "path": path, "entries": n}))
+        .collect();
+    let value = serde_json::json!({
+        "path": info.path, "size": info.size, "schema": info.schema, "integrity": integrity,
+        "runs": runs, "files": info.files, "contents": info.contents,
+        "machines": machines, "tags": tags, "tag_files": tag_files,
+    });
+    serde_json::to_writer(&mut *out, &value).map_err(io::Error::from)?;
     writeln!(out)
 }

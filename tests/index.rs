@@ -17,6 +17,7 @@ fn config(db: &Path, pair_budget: usize) -> IndexConfig {
         analyse_code: true,
         pair_budget,
         full: true,
+        host: "tests".to_owned(),
     }
 }
 

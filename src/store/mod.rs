@@ -90,6 +90,37 @@ pub struct StoredSite {
     pub offset: u32,
 }
 
+/// One run of `pooltag index` (or an index merged in), as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRun {
+    pub pooltag_version: String,
+    pub host: String,
+    pub os: String,
+    pub roots: Vec<String>,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub files_seen: i64,
+    pub drivers_indexed: i64,
+    pub errors: i64,
+}
+
+/// What `pooltag info` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseInfo {
+    pub path: String,
+    pub size: u64,
+    pub schema: i64,
+    pub runs: Vec<StoredRun>,
+    pub files: i64,
+    pub contents: i64,
+    /// Files by the machine of their content, as (IMAGE_FILE_MACHINE_*, count).
+    pub machines: Vec<(u16, i64)>,
+    /// Distinct tags by the strongest evidence any content has for them, strongest first.
+    pub tags: Vec<(Evidence, i64)>,
+    /// Tag-file lines by source, as (host, path, lines).
+    pub tag_files: Vec<(String, String, i64)>,
+}
+
 /// An indexed driver file: a path on a host, and what is known of its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFile {
@@ -139,6 +170,7 @@ impl Database {
             }
             Ok(_) => {}
         }
+        check_header(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -187,7 +219,123 @@ impl Database {
                 "{shown}: an incomplete pooltag database (no schema); rebuild it with 'pooltag index'"
             )));
         }
+        if version < SCHEMA_VERSION {
+            return Err(Error::new(format!(
+                "{shown}: made by an older pooltag (schema {version}); 'pooltag index' or \
+                 'pooltag merge' upgrades it"
+            )));
+        }
+        self.check_schema()
+    }
+
+    /// Refuses a database holding objects pooltag did not create (a trigger, a view, another
+    /// table) or whose tables differ from pooltag's: nothing in such a file is read or run.
+    fn check_schema(&self) -> Result<()> {
+        let found = schema_of(&self.conn).map_err(|e| self.fail(e))?;
+        let expected = expected_schema().map_err(|e| self.fail(e))?;
+        if let Some((kind, name, _)) = found.iter().find(|o| !expected.contains(o)) {
+            return Err(Error::new(format!(
+                "{}: not a pooltag database as pooltag writes it: it holds {kind} '{name}', \
+                 which pooltag did not create",
+                self.path.display()
+            )));
+        }
+        if let Some((kind, name, _)) = expected.iter().find(|o| !found.contains(o)) {
+            return Err(self.damaged(&format!("{kind} '{name}' is missing")));
+        }
         Ok(())
+    }
+
+    /// Everything `pooltag info` shows.
+    pub fn info(&self) -> Result<DatabaseInfo> {
+        self.read_info().map_err(|e| self.fail(e))
+    }
+
+    fn read_info(&self) -> rusqlite::Result<DatabaseInfo> {
+        let conn = &self.conn;
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        let runs = conn
+            .prepare(
+                "SELECT pooltag_version, host, os, roots, started_at, finished_at, files_seen, \
+                 drivers_indexed, errors FROM run ORDER BY started_at, host",
+            )?
+            .query_map([], |r| {
+                Ok(StoredRun {
+                    pooltag_version: r.get(0)?,
+                    host: r.get(1)?,
+                    os: r.get(2)?,
+                    roots: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    files_seen: r.get(6)?,
+                    drivers_indexed: r.get(7)?,
+                    errors: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let machines = conn
+            .prepare(
+                "SELECT c.machine, count(*) FROM file f JOIN content c ON c.id = f.content_id \
+                 GROUP BY c.machine ORDER BY count(*) DESC, c.machine",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let stronger: Vec<(i64, i64)> = conn
+            .prepare(
+                "SELECT level, count(*) FROM (SELECT max(evidence) AS level FROM content_tag \
+                 GROUP BY tag) GROUP BY level",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let bytes_only = count(
+            "SELECT count(*) FROM bytes_posting WHERE tag NOT IN (SELECT tag FROM content_tag)",
+        )?;
+        let tags = Evidence::ALL
+            .into_iter()
+            .map(|level| {
+                let n = if level == Evidence::Bytes {
+                    bytes_only
+                } else {
+                    stronger
+                        .iter()
+                        .find(|(l, _)| *l == level as i64)
+                        .map_or(0, |(_, n)| *n)
+                };
+                (level, n)
+            })
+            .collect();
+        let tag_files = conn
+            .prepare(
+                "SELECT f.host, f.path, count(s.line) FROM tag_file f \
+                 LEFT JOIN tag_entry_source s ON s.tag_file_id = f.id \
+                 GROUP BY f.id ORDER BY f.host, f.path",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(DatabaseInfo {
+            path: self.path.display().to_string(),
+            size: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            schema: conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
+            runs,
+            files: count("SELECT count(*) FROM file")?,
+            contents: count("SELECT count(*) FROM content")?,
+            machines,
+            tags,
+            tag_files,
+        })
+    }
+
+    /// Runs SQLite's quick integrity check (reads every page: for `pooltag info`).
+    pub fn quick_check(&self) -> Result<()> {
+        let result: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| self.fail(e))?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(self.damaged(&result))
+        }
     }
 
     fn fail(&self, e: rusqlite::Error) -> Error {
@@ -307,6 +455,17 @@ impl Database {
         Ok(files)
     }
 
+    /// Every host the database holds anything of (files, tag files or runs), sorted.
+    pub fn hosts(&self) -> Result<Vec<String>> {
+        self.conn
+            .prepare(
+                "SELECT host FROM file UNION SELECT host FROM tag_file \
+                 UNION SELECT host FROM run ORDER BY 1",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.fail(e))
+    }
+
     /// How many hosts the files come from (more than one after a merge).
     pub fn host_count(&self) -> Result<i64> {
         self.conn
@@ -415,6 +574,51 @@ impl Database {
         tags.sort_unstable();
         Ok(tags)
     }
+}
+
+/// Reads the 100-byte SQLite header before SQLite does, to name two common faults plainly: a
+/// file that is not SQLite at all (an empty one included), and a truncated copy (the header
+/// counts more pages than the file holds).
+fn check_header(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let shown = path.display();
+    let mut header = [0u8; 100];
+    let mut file = std::fs::File::open(path).map_err(|e| Error::new(format!("{shown}: {e}")))?;
+    let length = file.metadata().map_or(0, |m| m.len());
+    if file.read_exact(&mut header).is_err() || &header[..16] != b"SQLite format 3\0" {
+        return Err(Error::new(format!(
+            "{shown}: not a pooltag database (not an SQLite file)"
+        )));
+    }
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(u32::from_be_bytes([
+        header[28], header[29], header[30], header[31],
+    ]));
+    if length < page_size.saturating_mul(pages) {
+        return Err(Error::new(format!(
+            "{shown}: the database is truncated ({length} bytes of {}); rebuild it or copy it \
+             again",
+            page_size * pages
+        )));
+    }
+    Ok(())
+}
+
+/// (type, name, sql) of every object of a database.
+fn schema_of(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
+    conn.prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
+}
+
+/// The objects the migrations create, read from a fresh in-memory database.
+fn expected_schema() -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
+    let mut conn = Connection::open_in_memory()?;
+    migrate(&mut conn)?;
+    schema_of(&conn)
 }
 
 fn tag_of_key(key: i64) -> Option<Tag> {

@@ -97,11 +97,13 @@ pub struct IndexWriter {
     target: PathBuf,
     /// Held for the whole run so that no other run takes the temporary file for a stale one.
     _lock: Option<File>,
+    /// The host whose files an index run stores (empty for a merge).
     host: String,
     pairs: Vec<u64>,
     pair_budget: usize,
     segments: u32,
-    run_id: i64,
+    /// The provenance row of an index run (none for a merge, which copies its inputs' runs).
+    run_id: Option<i64>,
     /// Whether a previous database is attached as `old`.
     has_old: bool,
     /// The id the next new content gets: above every content of the previous database.
@@ -110,17 +112,24 @@ pub struct IndexWriter {
     contents: HashMap<Sha256, i64>,
 }
 
+/// What a new database is built for.
+#[derive(Clone, Copy, Debug)]
+pub enum Purpose<'a> {
+    /// An index run on `host`. With `previous` (a pooltag database of the current schema,
+    /// usually the target itself), its contents can be reused and the files and tag files of
+    /// other hosts are kept.
+    Index {
+        host: &'a str,
+        previous: Option<&'a Path>,
+    },
+    /// A merge of databases ([`IndexWriter::absorb`]).
+    Merge,
+}
+
 impl IndexWriter {
-    /// Starts a new database that will replace `target`, for the files of `host`, holding at
-    /// most `pair_budget` (tag, content) pairs in memory. With `previous` (a pooltag database of
-    /// the current schema, usually `target` itself), its contents can be reused and the files
-    /// and tag files of other hosts are kept.
-    pub fn create(
-        target: &Path,
-        host: &str,
-        pair_budget: usize,
-        previous: Option<&Path>,
-    ) -> Result<IndexWriter> {
+    /// Starts a new database that will replace `target`, holding at most `pair_budget`
+    /// (tag, content) pairs in memory.
+    pub fn create(target: &Path, pair_budget: usize, purpose: Purpose) -> Result<IndexWriter> {
         let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -142,16 +151,19 @@ impl IndexWriter {
             temp: temp.clone(),
             target: target.to_owned(),
             _lock: lock(&temp),
-            host: host.to_owned(),
+            host: match purpose {
+                Purpose::Index { host, .. } => host.to_owned(),
+                Purpose::Merge => String::new(),
+            },
             pairs: Vec::new(),
             pair_budget: pair_budget.max(1),
             segments: 0,
-            run_id: 0,
+            run_id: None,
             has_old: false,
             next_content_id: 1,
             contents: HashMap::new(),
         };
-        writer.prepare(previous).map_err(|e| describe(&temp, &e))?;
+        writer.prepare(purpose).map_err(|e| describe(&temp, &e))?;
         Ok(writer)
     }
 
@@ -159,7 +171,7 @@ impl IndexWriter {
         self.conn.as_ref().expect("connection open until finish")
     }
 
-    fn prepare(&mut self, previous: Option<&Path>) -> rusqlite::Result<()> {
+    fn prepare(&mut self, purpose: Purpose) -> rusqlite::Result<()> {
         let conn = self.conn.as_mut().expect("connection open until finish");
         // The file is disposable until the rename: no journal, no syncs until the end.
         conn.execute_batch(
@@ -173,6 +185,9 @@ impl IndexWriter {
              content_ids BLOB NOT NULL, PRIMARY KEY (tag, segment)) WITHOUT ROWID; \
              CREATE TEMP TABLE reused (id INTEGER PRIMARY KEY); BEGIN;",
         )?;
+        let Purpose::Index { previous, .. } = purpose else {
+            return Ok(());
+        };
         if let Some(previous) = previous {
             conn.execute("ATTACH DATABASE ?1 AS old", [read_only_uri(previous)])?;
             self.has_old = true;
@@ -191,7 +206,7 @@ impl IndexWriter {
              VALUES ('', ?1, '', '[]', 0, 0, 0, 0, 0, 0, 0, 0)",
             [&self.host],
         )?;
-        self.run_id = conn.last_insert_rowid();
+        self.run_id = Some(conn.last_insert_rowid());
         Ok(())
     }
 
@@ -365,7 +380,7 @@ impl IndexWriter {
             .and_then(|mut s| {
                 s.execute(params![
                     content_id,
-                    self.run_id,
+                    self.run_id.unwrap_or_default(),
                     self.host,
                     file.path,
                     file.name,
@@ -409,6 +424,165 @@ impl IndexWriter {
         store().map_err(|e| self.fail(e))
     }
 
+    /// Merges what the database at `source` holds for `hosts`: their runs, files and tag files,
+    /// and the contents these use (a content already stored, by SHA-256, is shared).
+    pub fn absorb(&mut self, source: &Path, hosts: &[String]) -> Result<()> {
+        self.absorb_hosts(source, hosts)
+            .map_err(|e| describe(source, &e))?;
+        if self.pairs.len() >= self.pair_budget {
+            self.write_segment()?;
+        }
+        Ok(())
+    }
+
+    fn absorb_hosts(&mut self, source: &Path, hosts: &[String]) -> rusqlite::Result<()> {
+        let conn = self.conn.as_ref().expect("connection open until finish");
+        conn.execute("ATTACH DATABASE ?1 AS src", [read_only_uri(source)])?;
+        conn.execute_batch(
+            "CREATE TEMP TABLE hosts (host TEXT PRIMARY KEY); \
+             CREATE TEMP TABLE run_map (src INTEGER PRIMARY KEY, id INTEGER); \
+             CREATE TEMP TABLE content_map (src INTEGER PRIMARY KEY, id INTEGER, new INTEGER);",
+        )?;
+        for host in hosts {
+            conn.execute("INSERT OR IGNORE INTO temp.hosts VALUES (?1)", [host])?;
+        }
+        // Runs, with new ids.
+        let runs: Vec<i64> = conn
+            .prepare("SELECT id FROM src.run WHERE host IN (SELECT host FROM temp.hosts)")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for src_id in runs {
+            conn.execute(
+                "INSERT INTO run (pooltag_version, host, os, roots, started_at, finished_at, \
+                 files_seen, drivers_indexed, bytes_read, distinct_tags, tag_file_entries, errors) \
+                 SELECT pooltag_version, host, os, roots, started_at, finished_at, files_seen, \
+                 drivers_indexed, bytes_read, distinct_tags, tag_file_entries, errors \
+                 FROM src.run WHERE id = ?1",
+                [src_id],
+            )?;
+            conn.execute(
+                "INSERT INTO temp.run_map VALUES (?1, ?2)",
+                params![src_id, conn.last_insert_rowid()],
+            )?;
+        }
+        // Contents the hosts' files use: shared by SHA-256, else new.
+        let used: Vec<(i64, Vec<u8>)> = conn
+            .prepare(
+                "SELECT DISTINCT c.id, c.sha256 FROM src.content c JOIN src.file f \
+                 ON f.content_id = c.id WHERE f.host IN (SELECT host FROM temp.hosts)",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (src_id, sha) in used {
+            let sha = Sha256::try_from(sha.as_slice()).map_err(|_| damaged_list())?;
+            let (id, new) = match self.contents.get(&sha) {
+                Some(id) => (*id, false),
+                None => {
+                    let id = self.next_content_id;
+                    self.next_content_id += 1;
+                    self.contents.insert(sha, id);
+                    (id, true)
+                }
+            };
+            conn.execute(
+                "INSERT INTO temp.content_map VALUES (?1, ?2, ?3)",
+                params![src_id, id, new],
+            )?;
+        }
+        conn.execute_batch(
+            "INSERT INTO content SELECT m.id, c.sha256, c.size, c.machine, c.subsystem, \
+                 c.pe_timestamp, c.signed, c.company, c.description, c.version, c.product, \
+                 c.original_filename FROM src.content c JOIN temp.content_map m ON m.src = c.id \
+                 WHERE m.new; \
+             INSERT INTO content_tag SELECT t.tag, m.id, t.evidence FROM src.content_tag t \
+                 JOIN temp.content_map m ON m.src = t.content_id WHERE m.new; \
+             INSERT INTO site SELECT m.id, s.tag, s.evidence, s.api, s.rva, s.section, s.offset \
+                 FROM src.site s JOIN temp.content_map m ON m.src = s.content_id WHERE m.new; \
+             INSERT OR IGNORE INTO file (content_id, run_id, host, path, name, size, mtime_ns) \
+                 SELECT m.id, coalesce(r.id, 0), f.host, f.path, f.name, f.size, f.mtime_ns \
+                 FROM src.file f JOIN temp.content_map m ON m.src = f.content_id \
+                 LEFT JOIN temp.run_map r ON r.src = f.run_id \
+                 WHERE f.host IN (SELECT host FROM temp.hosts);",
+        )?;
+        // Posting lists of the new contents, renumbered.
+        let new_ids: HashMap<i64, i64> = conn
+            .prepare("SELECT src, id FROM temp.content_map WHERE new")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        if !new_ids.is_empty() {
+            // A statement still open on `src` would keep it from being detached.
+            let mut select = conn.prepare("SELECT tag, content_ids FROM src.bytes_posting")?;
+            let mut rows = select.query([])?;
+            while let Some(row) = rows.next()? {
+                let key: u32 = row.get(0)?;
+                let ids = postings::decode(&row.get::<_, Vec<u8>>(1)?).ok_or_else(damaged_list)?;
+                self.pairs.extend(
+                    ids.iter()
+                        .filter_map(|id| new_ids.get(id))
+                        .map(|id| (u64::from(key) << 32) | *id as u64),
+                );
+            }
+            drop(rows);
+            select.finalize()?;
+        }
+        self.absorb_tag_files()?;
+        // A database is detached only outside a transaction (no journal: a commit costs
+        // nothing).
+        let conn = self.conn();
+        conn.execute_batch(
+            "DROP TABLE temp.hosts; DROP TABLE temp.run_map; DROP TABLE temp.content_map; \
+             COMMIT; DETACH DATABASE src; BEGIN;",
+        )?;
+        Ok(())
+    }
+
+    /// The tag files of the absorbed hosts, their lines stored once.
+    fn absorb_tag_files(&self) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        let files: Vec<(i64, String, String)> = conn
+            .prepare(
+                "SELECT id, host, path FROM src.tag_file \
+                 WHERE host IN (SELECT host FROM temp.hosts)",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut entry = conn.prepare_cached(
+            "INSERT INTO tag_entry (tag, binary, description) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (tag, binary, description) DO UPDATE SET tag = excluded.tag \
+             RETURNING id",
+        )?;
+        let mut source = conn.prepare_cached(
+            "INSERT OR IGNORE INTO tag_entry_source (entry_id, tag_file_id, line) \
+             VALUES (?1, ?2, ?3)",
+        )?;
+        for (src_id, host, path) in files {
+            if conn.execute(
+                "INSERT INTO tag_file (host, path) VALUES (?1, ?2) \
+                 ON CONFLICT (host, path) DO NOTHING",
+                params![host, path],
+            )? == 0
+            {
+                continue;
+            }
+            let file_id = conn.last_insert_rowid();
+            let lines: Vec<(String, String, String, i64)> = conn
+                .prepare(
+                    "SELECT e.tag, e.binary, e.description, s.line FROM src.tag_entry_source s \
+                     JOIN src.tag_entry e ON e.id = s.entry_id WHERE s.tag_file_id = ?1",
+                )?
+                .query_map([src_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for (tag, binary, description, line) in lines {
+                let entry_id: i64 =
+                    entry.query_row(params![tag, binary, description], |r| r.get(0))?;
+                source.execute(params![entry_id, file_id, line])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sorts the pairs in memory and writes them as one segment of posting lists.
     fn write_segment(&mut self) -> Result<()> {
         let mut pairs = std::mem::take(&mut self.pairs);
@@ -436,14 +610,13 @@ impl IndexWriter {
 
     /// Writes the posting lists, the run's provenance, and replaces the target. Returns the
     /// number of distinct tags.
-    pub fn finish(mut self, mut run: RunRecord) -> Result<u64> {
+    pub fn finish(mut self, run: Option<RunRecord>) -> Result<u64> {
         if self.segments > 0 {
             self.write_segment()?;
         }
         self.copy_reused().map_err(|e| self.fail(e))?;
         self.write_postings().map_err(|e| self.fail(e))?;
-        run.finished_at = run.finished_at.max(run.started_at);
-        let distinct_tags = self.write_run(&run).map_err(|e| self.fail(e))?;
+        let distinct_tags = self.write_run(run).map_err(|e| self.fail(e))?;
         let conn = self.conn.take().expect("connection open until finish");
         conn.close().map_err(|(_, e)| describe(&self.temp, &e))?;
         self.replace_target()?;
@@ -507,7 +680,7 @@ impl IndexWriter {
                 select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
             for row in rows {
                 let (key, blob) = row?;
-                let ids = postings::decode(&blob).ok_or(rusqlite::Error::InvalidQuery)?;
+                let ids = postings::decode(&blob).ok_or_else(damaged_list)?;
                 match new_lists.last_mut() {
                     Some((last, list)) if *last == key => list.extend(ids),
                     _ => new_lists.push((key, ids)),
@@ -531,9 +704,7 @@ impl IndexWriter {
                 continue;
             }
             let mut ids = match &old {
-                Some(old_blob) => {
-                    postings::decode(old_blob).ok_or(rusqlite::Error::InvalidQuery)?
-                }
+                Some(old_blob) => postings::decode(old_blob).ok_or_else(damaged_list)?,
                 None => Vec::new(),
             };
             if let Some(kept) = &kept {
@@ -550,13 +721,27 @@ impl IndexWriter {
         Ok(())
     }
 
-    fn write_run(&self, run: &RunRecord) -> rusqlite::Result<u64> {
+    /// Records the run's provenance (an index run's), commits, and returns the number of
+    /// distinct tags.
+    fn write_run(&self, run: Option<RunRecord>) -> rusqlite::Result<u64> {
         let conn = self.conn();
         let distinct_tags: i64 = conn.query_row(
             "SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION SELECT tag FROM content_tag)",
             [],
             |r| r.get(0),
         )?;
+        if let (Some(run), Some(run_id)) = (run, self.run_id) {
+            self.update_run(run_id, &run, distinct_tags)?;
+        }
+        conn.execute_batch("COMMIT;")?;
+        if self.has_old {
+            conn.execute_batch("DETACH DATABASE old;")?;
+        }
+        Ok(distinct_tags as u64)
+    }
+
+    fn update_run(&self, run_id: i64, run: &RunRecord, distinct_tags: i64) -> rusqlite::Result<()> {
+        let conn = self.conn();
         let roots = serde_json::to_string(&run.roots).unwrap_or_else(|_| "[]".to_owned());
         conn.execute(
             "UPDATE run SET pooltag_version = ?1, os = ?2, roots = ?3, \
@@ -568,21 +753,17 @@ impl IndexWriter {
                 run.os,
                 roots,
                 run.started_at,
-                run.finished_at,
+                run.finished_at.max(run.started_at),
                 run.files_seen as i64,
                 run.drivers_indexed as i64,
                 run.bytes_read as i64,
                 distinct_tags,
                 run.tag_file_entries as i64,
                 run.errors as i64,
-                self.run_id
+                run_id
             ],
         )?;
-        conn.execute_batch("COMMIT;")?;
-        if self.has_old {
-            conn.execute_batch("DETACH DATABASE old;")?;
-        }
-        Ok(distinct_tags as u64)
+        Ok(())
     }
 
     /// Makes the finished file durable, then renames it over the target.
@@ -626,6 +807,14 @@ impl Drop for IndexWriter {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// The error of a posting list that does not decode.
+fn damaged_list() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some("a damaged posting list".to_owned()),
+    )
 }
 
 /// Sorted (tag << 32 | id) pairs grouped into posting lists.

@@ -1,0 +1,203 @@
+//! `pooltag export`: the index as a tag file WinDbg and PoolMon read, as CSV, or as JSON.
+//!
+//! Every format lists the (tag, driver) pairs at the chosen evidence level or stronger (`call`
+//! by default: the bytes level of a whole machine is millions of pairs).
+//! - `localtag`: `Tag - binary - description`, one line per (tag, driver file name), the
+//!   description taken from the Pooltag.txt entry for that tag (the same binary preferred), else
+//!   saying what pooltag found. A tag that the Pooltag.txt format cannot carry (one that would
+//!   read back as another tag or as a comment) is left out and counted; every line written reads
+//!   back through pooltag's own parser as the same entry.
+//! - `csv`: a header row, then one row per (tag, file).
+//! - `json`: the `"kind": "file"` elements of the query contract.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use crate::error::Result;
+use crate::extract::Evidence;
+use crate::print;
+use crate::query::{FileMatch, QueryAnswer, Scope, find_files};
+use crate::store::{Database, StoredEntry};
+use crate::tag::{Tag, TagPattern};
+use crate::tagfile;
+
+/// The output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Localtag,
+    Csv,
+    Json,
+}
+
+/// What was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub lines: usize,
+    /// Tags left out of a localtag file because its format cannot carry them.
+    pub unwritable: Vec<Tag>,
+}
+
+/// Writes the pairs at `minimum` or stronger in `format`.
+pub fn export(
+    db: &Database,
+    format: ExportFormat,
+    minimum: Evidence,
+    out: &mut impl Write,
+) -> Result<ExportSummary> {
+    let every = [TagPattern::from_field("*")];
+    let files = find_files(db, &every, false, Scope::AtLeast(minimum))?;
+    match format {
+        ExportFormat::Localtag => localtag(db, &files, minimum, out),
+        ExportFormat::Csv => csv(&files, out),
+        ExportFormat::Json => {
+            let answer = QueryAnswer {
+                files,
+                ..QueryAnswer::default()
+            };
+            print::query_json(out, &answer)?;
+            Ok(ExportSummary {
+                lines: answer.files.len(),
+                unwritable: Vec::new(),
+            })
+        }
+    }
+}
+
+fn localtag(
+    db: &Database,
+    files: &[FileMatch],
+    minimum: Evidence,
+    out: &mut impl Write,
+) -> Result<ExportSummary> {
+    let entries = db.tag_entries()?;
+    // (tag, binary) -> the strongest evidence and the APIs behind it.
+    let mut lines: BTreeMap<(Tag, String), (Evidence, Vec<String>)> = BTreeMap::new();
+    for found in files {
+        let name = found
+            .file
+            .path
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or_default()
+            .to_lowercase();
+        let line = lines
+            .entry((found.tag, name))
+            .or_insert((found.evidence, Vec::new()));
+        line.0 = line.0.max(found.evidence);
+        for api in found.sites.iter().filter_map(|s| s.api.clone()) {
+            if !line.1.contains(&api) {
+                line.1.push(api);
+            }
+        }
+    }
+    writeln!(
+        out,
+        "// Written by pooltag {}: tags at the '{}' level or stronger.",
+        env!("CARGO_PKG_VERSION"),
+        minimum.name()
+    )?;
+    let mut summary = ExportSummary::default();
+    for ((tag, binary), (evidence, apis)) in &lines {
+        let description = description_of(*tag, binary, &entries).unwrap_or_else(|| {
+            if apis.is_empty() {
+                format!("found by pooltag ({})", evidence.name())
+            } else {
+                format!(
+                    "found by pooltag ({}: {})",
+                    evidence.name(),
+                    apis.join(", ")
+                )
+            }
+        });
+        let line = format!("{tag} - {binary} - {description}");
+        if reads_back(&line, *tag, binary, &description) {
+            writeln!(out, "{line}")?;
+            summary.lines += 1;
+        } else if !summary.unwritable.contains(tag) {
+            summary.unwritable.push(*tag);
+        }
+    }
+    Ok(summary)
+}
+
+/// The description Pooltag.txt gives `tag`: an entry for the same binary first, then an exact
+/// tag, then a wildcard.
+fn description_of(tag: Tag, binary: &str, entries: &[StoredEntry]) -> Option<String> {
+    let matching: Vec<&StoredEntry> = entries
+        .iter()
+        .filter(|e| TagPattern::from_field(&e.tag).matches(tag, false))
+        .collect();
+    let exact = |e: &&&StoredEntry| e.tag.as_bytes() == tag.0;
+    matching
+        .iter()
+        .find(|e| e.binary.eq_ignore_ascii_case(binary) && exact(e))
+        .or_else(|| {
+            matching
+                .iter()
+                .find(|e| e.binary.eq_ignore_ascii_case(binary))
+        })
+        .or_else(|| matching.iter().find(exact))
+        .or_else(|| matching.first())
+        .map(|e| e.description.clone())
+}
+
+/// Does `line` parse back as exactly this entry?
+fn reads_back(line: &str, tag: Tag, binary: &str, description: &str) -> bool {
+    let parsed = tagfile::parse(line.as_bytes());
+    parsed.problems.is_empty()
+        && parsed.entries.len() == 1
+        && parsed.entries[0].tag.as_bytes() == tag.0
+        && parsed.entries[0].binary == binary
+        && parsed.entries[0].description == description
+}
+
+fn csv(files: &[FileMatch], out: &mut impl Write) -> Result<ExportSummary> {
+    let mut writer = csv::Writer::from_writer(out);
+    let fail = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(e) => crate::error::Error::from(e),
+        other => crate::error::Error::new(format!("cannot write CSV: {other:?}")),
+    };
+    writer
+        .write_record([
+            "tag",
+            "evidence",
+            "host",
+            "path",
+            "sha256",
+            "machine",
+            "company",
+            "description",
+            "version",
+            "apis",
+        ])
+        .map_err(fail)?;
+    for found in files {
+        let file = &found.file;
+        let mut apis: Vec<&str> = found
+            .sites
+            .iter()
+            .filter_map(|s| s.api.as_deref())
+            .collect();
+        apis.dedup();
+        let sha256: String = file.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        writer
+            .write_record([
+                found.tag.to_string().as_str(),
+                found.evidence.name(),
+                &file.host,
+                &file.path,
+                &sha256,
+                &print::machine_name(file.machine),
+                file.company.as_deref().unwrap_or(""),
+                file.description.as_deref().unwrap_or(""),
+                file.version.as_deref().unwrap_or(""),
+                &apis.join(";"),
+            ])
+            .map_err(fail)?;
+    }
+    writer.flush()?;
+    Ok(ExportSummary {
+        lines: files.len(),
+        unwritable: Vec::new(),
+    })
+}
