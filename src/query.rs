@@ -99,14 +99,13 @@ pub struct QueryAnswer {
     pub several_hosts: bool,
 }
 
-/// The driver files holding a tag that matches any of `patterns`, with their strongest evidence
-/// in `scope`: by tag, strongest first, then by path.
-pub fn find_files(
+/// The (tag, content) pairs matching any of `patterns`, with their strongest evidence in `scope`.
+fn matching_pairs(
     db: &Database,
     patterns: &[TagPattern],
     ignore_case: bool,
     scope: Scope,
-) -> Result<Vec<FileMatch>> {
+) -> Result<BTreeMap<(Tag, i64), Evidence>> {
     let mut strongest: BTreeMap<(Tag, i64), Evidence> = BTreeMap::new();
     for pattern in patterns {
         for (low, high) in pattern.key_ranges(ignore_case) {
@@ -127,6 +126,18 @@ pub fn find_files(
             }
         }
     }
+    Ok(strongest)
+}
+
+/// The driver files holding a tag that matches any of `patterns`, with their strongest evidence
+/// in `scope`: by tag, strongest first, then by host and path.
+pub fn find_files(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+    scope: Scope,
+) -> Result<Vec<FileMatch>> {
+    let strongest = matching_pairs(db, patterns, ignore_case, scope)?;
     let holders = db.files_of(strongest.keys().map(|(_, id)| *id))?;
     let mut files = Vec::with_capacity(strongest.len());
     for ((tag, id), evidence) in strongest {
@@ -228,10 +239,11 @@ pub fn list_files(
     ignore_case: bool,
     scope: Scope,
 ) -> Result<Vec<String>> {
-    let paths: BTreeSet<String> = find_files(db, patterns, ignore_case, scope)?
-        .into_iter()
-        .map(|m| m.file.path)
+    let contents: BTreeSet<i64> = matching_pairs(db, patterns, ignore_case, scope)?
+        .into_keys()
+        .map(|(_, id)| id)
         .collect();
+    let paths: BTreeSet<String> = db.paths_of(&contents)?.into_iter().collect();
     Ok(paths.into_iter().collect())
 }
 

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use object::LittleEndian as LE;
 use object::pe;
-use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile};
+use object::read::coff::SectionTable;
+use object::read::pe::{DataDirectories, ImageNtHeaders, ImageOptionalHeader};
 use object::read::{FileKind, ReadCache, ReadRef};
 
 use crate::tagfile::is_tag_file_name;
@@ -141,47 +142,84 @@ fn summarize<'data, Pe: ImageNtHeaders, R: ReadRef<'data>>(
     data: R,
     named_sys: bool,
 ) -> Result<Option<PeSummary>, String> {
-    let file = PeFile::<Pe, R>::parse(data).map_err(|e| e.to_string())?;
-    let headers = file.nt_headers();
+    // The headers, directories and section table only: `PeFile::parse` would also read the
+    // COFF symbol table, which unstripped images carry by the hundred kilobytes.
+    let headers = || -> object::Result<_> {
+        let dos = pe::ImageDosHeader::parse(data)?;
+        let mut offset = u64::from(dos.nt_headers_offset());
+        let (nt, directories) = Pe::parse(data, &mut offset)?;
+        let sections = nt.sections(data, offset)?;
+        Ok((nt, directories, sections))
+    };
+    let (nt, directories, sections) = headers().map_err(|e| e.to_string())?;
     let summary = PeSummary {
-        machine: headers.file_header().machine.get(LE).0,
-        subsystem: headers.optional_header().subsystem().0,
-        timestamp: headers.file_header().time_date_stamp.get(LE),
-        signed: file
-            .data_directory(pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
+        machine: nt.file_header().machine.get(LE).0,
+        subsystem: nt.optional_header().subsystem().0,
+        timestamp: nt.file_header().time_date_stamp.get(LE),
+        signed: directories
+            .get(pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
             .is_some_and(|d| d.size.get(LE) != 0),
     };
     let is_driver = summary.subsystem == pe::IMAGE_SUBSYSTEM_NATIVE.0
         || named_sys
-        || imports_kernel(&file).unwrap_or(false);
+        || imports_kernel(&directories, &sections, data);
     Ok(is_driver.then_some(summary))
 }
 
-/// Does the image import from ntoskrnl.exe or hal.dll, directly or delay-loaded? A damaged import
-/// table answers what it could read before the damage.
-fn imports_kernel<'data, Pe: ImageNtHeaders, R: ReadRef<'data>>(
-    file: &PeFile<'data, Pe, R>,
-) -> object::Result<bool> {
+/// Descriptors read per import table at most: a table without its terminating null cannot make
+/// the check read on and on.
+const MAX_DESCRIPTORS: u32 = 4096;
+
+/// Does the image import from ntoskrnl.exe or hal.dll, directly or delay-loaded? Reads only the
+/// descriptors and the module names (a few hundred bytes), not the sections holding them: most
+/// PE files on a disk are not drivers and are ruled out here. A damaged table answers what it
+/// could read before the damage.
+fn imports_kernel<'data, R: ReadRef<'data>>(
+    directories: &DataDirectories<'data>,
+    sections: &SectionTable<'data>,
+    data: R,
+) -> bool {
+    let read_at = |rva: u32, len: u32| -> Option<&'data [u8]> {
+        let (offset, available) = sections.pe_file_range_at(rva)?;
+        data.read_bytes_at(u64::from(offset), u64::from(len.min(available)))
+            .ok()
+    };
+    let name_at = |rva: u32| -> Option<&'data [u8]> {
+        let (offset, available) = sections.pe_file_range_at(rva)?;
+        let end = u64::from(offset) + u64::from(available.min(256));
+        data.read_bytes_at_until(u64::from(offset)..end, 0).ok()
+    };
     let is_kernel = |name: &[u8]| {
         name.eq_ignore_ascii_case(b"ntoskrnl.exe") || name.eq_ignore_ascii_case(b"hal.dll")
     };
-    if let Some(table) = file.import_table()? {
-        for descriptor in table.descriptors()? {
-            let descriptor = descriptor?;
-            if is_kernel(table.name(descriptor.name.get(LE))?) {
-                return Ok(true);
-            }
-        }
-    }
-    if let Some(table) = file.delay_load_import_table()? {
-        for descriptor in table.descriptors()? {
-            let descriptor = descriptor?;
-            if is_kernel(table.name(descriptor.dll_name_rva.get(LE))?) {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+    // (directory, descriptor size, offset of the module name's RVA in a descriptor)
+    let tables = [
+        (pe::IMAGE_DIRECTORY_ENTRY_IMPORT, 20u32, 12usize),
+        (pe::IMAGE_DIRECTORY_ENTRY_DELAY_IMPORT, 32, 4),
+    ];
+    tables.into_iter().any(|(directory, size, name_field)| {
+        let Some(start) = directories
+            .get(directory)
+            .map(|d| d.virtual_address.get(LE))
+            .filter(|rva| *rva != 0)
+        else {
+            return false;
+        };
+        (0..MAX_DESCRIPTORS)
+            .map_while(|i| {
+                let descriptor = read_at(start.checked_add(i.checked_mul(size)?)?, size)?;
+                let descriptor = descriptor.get(..size as usize)?;
+                descriptor.iter().any(|&b| b != 0).then_some(descriptor)
+            })
+            .any(|descriptor| {
+                let rva = u32::from_le_bytes(
+                    descriptor[name_field..name_field + 4]
+                        .try_into()
+                        .unwrap_or_default(),
+                );
+                name_at(rva).is_some_and(is_kernel)
+            })
+    })
 }
 
 /// A file that counts the bytes read from it, so that the summary tells what ruling files out cost.

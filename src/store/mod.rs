@@ -466,6 +466,38 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
+    /// The paths of the files holding any of `contents`, any order. Many contents are looked up
+    /// in one pass over the file table, a few through its index.
+    pub fn paths_of(&self, contents: &std::collections::BTreeSet<i64>) -> Result<Vec<String>> {
+        let mut paths = Vec::new();
+        let read = |sql: &str, paths: &mut Vec<String>, id: Option<i64>| -> rusqlite::Result<()> {
+            let mut statement = self.conn.prepare_cached(sql)?;
+            let mut rows = match id {
+                Some(id) => statement.query([id])?,
+                None => statement.query([])?,
+            };
+            while let Some(row) = rows.next()? {
+                if contents.contains(&row.get(0)?) {
+                    paths.push(row.get(1)?);
+                }
+            }
+            Ok(())
+        };
+        let result = if contents.len() > 32 {
+            read("SELECT content_id, path FROM file", &mut paths, None)
+        } else {
+            contents.iter().try_for_each(|id| {
+                read(
+                    "SELECT content_id, path FROM file WHERE content_id = ?1",
+                    &mut paths,
+                    Some(*id),
+                )
+            })
+        };
+        result.map_err(|e| self.fail(e))?;
+        Ok(paths)
+    }
+
     /// How many hosts the files come from (more than one after a merge).
     pub fn host_count(&self) -> Result<i64> {
         self.conn
