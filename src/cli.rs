@@ -43,8 +43,10 @@ enum CommandArgs {
         /// a share of another machine)
         #[arg(long, value_name = "NAME")]
         host: Option<String>,
-        /// Directories or single files to index
-        #[arg(required = true, value_name = "ROOT")]
+        /// Directories or single files to index [default on Windows: the driver folders
+        /// System32\drivers and System32\DriverStore\FileRepository, and the Debugging Tools'
+        /// triage\pooltag.txt]
+        #[arg(value_name = "ROOT")]
         roots: Vec<PathBuf>,
     },
     /// Which drivers use a tag, and what Pooltag.txt says of it
@@ -148,22 +150,30 @@ impl Args {
                 full,
                 host,
                 roots,
-            } => Command::Index(IndexConfig {
-                db,
-                roots: roots
-                    .into_iter()
-                    .map(|r| Ok((r.display().to_string(), absolute(&r)?)))
-                    .collect::<Result<_>>()?,
-                tag_files: pooltag_txt
-                    .iter()
-                    .map(|p| absolute(p))
-                    .collect::<Result<_>>()?,
-                progress: true,
-                analyse_code: !bytes_only,
-                pair_budget: PAIR_BUDGET,
-                full,
-                host: host.unwrap_or_else(crate::index::host_name),
-            }),
+            } => {
+                let (roots, mut tag_files) = if roots.is_empty() {
+                    windows_defaults(|name| std::env::var_os(name))?
+                } else {
+                    (roots, Vec::new())
+                };
+                tag_files.extend(pooltag_txt);
+                Command::Index(IndexConfig {
+                    db,
+                    roots: roots
+                        .into_iter()
+                        .map(|r| Ok((r.display().to_string(), absolute(&r)?)))
+                        .collect::<Result<_>>()?,
+                    tag_files: tag_files
+                        .iter()
+                        .map(|p| absolute(p))
+                        .collect::<Result<_>>()?,
+                    progress: true,
+                    analyse_code: !bytes_only,
+                    pair_budget: PAIR_BUDGET,
+                    full,
+                    host: host.unwrap_or_else(crate::index::host_name),
+                })
+            }
             CommandArgs::Query {
                 json,
                 list,
@@ -233,6 +243,46 @@ fn parse_evidence(name: &str) -> std::result::Result<Evidence, String> {
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))
+}
+
+/// What `pooltag index` reads when no ROOT is given: on Windows, the driver folders and every
+/// Debugging Tools `triage\pooltag.txt` present (x64, x86 and arm64, under both Program Files
+/// folders); elsewhere nothing, and a usage error says what to pass.
+pub fn windows_defaults(
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    if !cfg!(windows) {
+        return Err(Error::new(
+            "index: give the folders to index (ROOT...), for example a mounted Windows disk's \
+             Windows/System32/drivers; only on Windows does pooltag know where drivers live",
+        ));
+    }
+    let system_root = var("SystemRoot")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\Windows"));
+    let system32 = system_root.join("System32");
+    let roots = vec![
+        system32.join("drivers"),
+        system32.join("DriverStore").join("FileRepository"),
+    ];
+    let mut tag_files = Vec::new();
+    for program_files in ["ProgramFiles(x86)", "ProgramFiles"] {
+        let Some(base) = var(program_files).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        for arch in ["x64", "x86", "arm64"] {
+            let file = PathBuf::from(&base)
+                .join(r"Windows Kits\10\Debuggers")
+                .join(arch)
+                .join("triage")
+                .join("pooltag.txt");
+            if file.is_file() && !tag_files.contains(&file) {
+                tag_files.push(file);
+            }
+        }
+    }
+    Ok((roots, tag_files))
 }
 
 /// The database when `--db` is not given: `POOLTAG_DB`, else `pooltag/pooltag.db` in the

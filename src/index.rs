@@ -68,6 +68,8 @@ pub struct IndexSummary {
     pub bytes_read: u64,
     pub distinct_tags: u64,
     pub tag_file_entries: u64,
+    /// The tag files read, as indexed.
+    pub tag_files: Vec<String>,
     pub errors: u64,
     pub elapsed: Duration,
 }
@@ -77,7 +79,7 @@ impl std::fmt::Display for IndexSummary {
         write!(
             f,
             "{} files seen, {} driver binaries indexed ({} new, {} changed, {} unchanged, \
-             {} removed), {} read, {} distinct tags, {} Pooltag.txt entries, {} errors, {:.2} s",
+             {} removed), {} read, {} distinct tags, {} Pooltag.txt entries{}, {} errors, {:.2} s",
             self.files_seen,
             self.drivers_indexed,
             self.new,
@@ -87,6 +89,11 @@ impl std::fmt::Display for IndexSummary {
             human_bytes(self.bytes_read),
             self.distinct_tags,
             self.tag_file_entries,
+            if self.tag_files.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", self.tag_files.join(", "))
+            },
             self.errors,
             self.elapsed.as_secs_f64()
         )
@@ -350,6 +357,7 @@ fn store_outcomes(
                     });
                 }
                 summary.tag_file_entries += writer.add_tag_file(&path, &parsed)?;
+                summary.tag_files.push(path);
             }
             Outcome::Other(read) => summary.bytes_read += read,
             Outcome::Error(path, message) => {

@@ -119,7 +119,10 @@ fn index_prints_one_summary_line_and_reports_malformed_tag_lines() {
         "{}",
         lines[1]
     );
-    assert!(lines[1].contains(" distinct tags, 4 Pooltag.txt entries, 0 errors, "));
+    assert!(lines[1].contains(&format!(
+        " distinct tags, 4 Pooltag.txt entries from {}, 0 errors, ",
+        s.path("localtag.txt")
+    )));
     assert!(lines[1].ends_with(&format!("; database {}", s.db().display())));
     assert!(stdout(&assert).is_empty());
 }
@@ -520,7 +523,10 @@ fn junk_truncated_and_unreadable_files_are_reported_and_the_rest_indexed() {
         .count();
     assert_eq!(too_long, 1, "{err}");
     assert!(
-        summary.contains(&format!(" Pooltag.txt entries, {errors} errors, ")),
+        summary.contains(&format!(
+            " Pooltag.txt entries from {}, {errors} errors, ",
+            s.path("localtag.txt")
+        )),
         "{summary}"
     );
     // The good files beside them are all there.
@@ -951,4 +957,18 @@ fn index_again_reads_only_what_changed() {
         .query_row("SELECT count(*) FROM content", [], |r| r.get(0))
         .unwrap();
     assert_eq!(contents, 53, "twin.sys shares basic.sys's content");
+}
+
+#[cfg(not(windows))]
+#[test]
+fn index_without_a_root_says_what_to_pass() {
+    pooltag()
+        .arg("index")
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(
+            "pooltag: index: give the folders to index (ROOT...), for example a mounted Windows \
+             disk's Windows/System32/drivers; only on Windows does pooltag know where drivers live\n",
+        );
 }
