@@ -86,6 +86,19 @@ enum CommandArgs {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
+    /// Print PoolMon or !poolused output, CSV with a Tag column, or a list of tags, with the
+    /// answer beside each tag
+    #[command(
+        after_help = "Example:\n  poolmon /b /n snapshot.txt & pooltag annotate snapshot.txt"
+    )]
+    Annotate {
+        /// Print one JSON array of the tagged lines and their answers
+        #[arg(long)]
+        json: bool,
+        /// Files to read [default: standard input]
+        #[arg(value_name = "INPUT")]
+        inputs: Vec<PathBuf>,
+    },
     /// What the database holds: hosts, runs, counts, size, integrity
     #[command(after_help = "Example:\n  pooltag info --db \\\\share\\pooltag.db")]
     Info {
@@ -121,7 +134,15 @@ pub enum Command {
     Index(IndexConfig),
     Query(QueryConfig),
     Tags(TagsConfig),
-    Info { db: PathBuf, json: bool },
+    Info {
+        db: PathBuf,
+        json: bool,
+    },
+    Annotate {
+        db: PathBuf,
+        json: bool,
+        inputs: Vec<PathBuf>,
+    },
     Merge(MergeConfig),
     Export(ExportConfig),
 }
@@ -207,6 +228,7 @@ impl Args {
                 evidence,
             }),
             CommandArgs::Info { json } => Command::Info { db, json },
+            CommandArgs::Annotate { json, inputs } => Command::Annotate { db, json, inputs },
             CommandArgs::Merge { inputs } => Command::Merge(MergeConfig { db, inputs }),
             CommandArgs::Export {
                 format,

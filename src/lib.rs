@@ -6,6 +6,7 @@
 //! answers tag questions from it, and [`print`] shows the answers. [`index`] runs the first
 //! stages in parallel; [`cli`] turns the command line into a typed [`cli::Command`].
 
+pub mod annotate;
 pub mod cli;
 pub mod error;
 pub mod export;

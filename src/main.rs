@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use pooltag::annotate;
 use pooltag::cli::{Args, Command, ExportConfig};
 use pooltag::error::{Error, Result};
 use pooltag::export;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             Command::Query(config) => run_query(&config),
             Command::Tags(config) => run_tags(&config),
             Command::Info { db, json } => run_info(&db, json),
+            Command::Annotate { db, json, inputs } => run_annotate(&db, json, &inputs),
             Command::Merge(config) => run_merge(&config),
             Command::Export(config) => run_export(&config),
         });
@@ -180,4 +182,36 @@ fn run_export(config: &ExportConfig) -> Result<Found> {
     } else {
         Found::No
     })
+}
+
+/// `pooltag annotate`: the input with the answer beside each tag; found when any tag has one.
+fn run_annotate(db: &std::path::Path, json: bool, inputs: &[std::path::PathBuf]) -> Result<Found> {
+    use std::io::Read;
+    let database = Database::open(db)?;
+    let mut text = String::new();
+    if inputs.is_empty() {
+        let mut bytes = Vec::new();
+        io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::new(format!("standard input: {e}")))?;
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    for input in inputs {
+        let bytes =
+            std::fs::read(input).map_err(|e| Error::new(format!("{}: {e}", input.display())))?;
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    let lines = annotate::tags_in(&text);
+    let answers = annotate::answers(&database, &lines)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if json {
+        print::annotate_json(&mut out, &lines, &answers)?;
+    } else {
+        print::annotate_human(&mut out, &lines, &answers)?;
+    }
+    out.flush()?;
+    let answered = answers
+        .values()
+        .any(|a| !a.drivers.is_empty() || !a.entries.is_empty());
+    Ok(if answered { Found::Yes } else { Found::No })
 }

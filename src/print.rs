@@ -5,6 +5,9 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use std::collections::HashMap;
+
+use crate::annotate::{self, AnnotatedLine, TagAnswer};
 use crate::extract::Evidence;
 use crate::query::{FileTag, QueryAnswer};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
@@ -374,5 +377,55 @@ pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> 
         "machines": machines, "tags": tags, "tag_files": tag_files,
     });
     serde_json::to_writer(&mut *out, &value).map_err(io::Error::from)?;
+    writeln!(out)
+}
+
+/// `pooltag annotate`: every line as it was, tagged lines followed by the answer.
+pub fn annotate_human(
+    out: &mut impl Write,
+    lines: &[AnnotatedLine],
+    answers: &HashMap<Tag, TagAnswer>,
+) -> io::Result<()> {
+    for line in lines {
+        match line.tag.and_then(|t| answers.get(&t)) {
+            Some(answer) => writeln!(out, "{}  # {}", line.text, annotate::note(answer))?,
+            None => writeln!(out, "{}", line.text)?,
+        }
+    }
+    Ok(())
+}
+
+/// `pooltag annotate --json`: one element per tagged line.
+pub fn annotate_json(
+    out: &mut impl Write,
+    lines: &[AnnotatedLine],
+    answers: &HashMap<Tag, TagAnswer>,
+) -> io::Result<()> {
+    let items: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| {
+            let answer = answers.get(&line.tag?)?;
+            let drivers: Vec<serde_json::Value> = answer
+                .drivers
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "host": f.file.host, "path": f.file.path,
+                        "evidence": f.evidence.name(), "company": f.file.company,
+                    })
+                })
+                .collect();
+            let entries: Vec<serde_json::Value> = answer
+                .entries
+                .iter()
+                .map(|e| serde_json::json!({"binary": e.binary, "description": e.description}))
+                .collect();
+            Some(serde_json::json!({
+                "line": line.line, "tag": answer.tag.to_string(), "drivers": drivers,
+                "pooltag": entries,
+            }))
+        })
+        .collect();
+    serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
     writeln!(out)
 }

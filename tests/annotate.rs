@@ -1,0 +1,129 @@
+//! `pooltag annotate` over transcripts written from the documented PoolMon, `!poolused` and
+//! WPA CSV layouts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+fn pooltag() -> Command {
+    let mut cmd = Command::cargo_bin("pooltag").unwrap();
+    cmd.env_remove("POOLTAG_DB");
+    cmd
+}
+
+/// The fixtures indexed with a small tag file.
+fn database(dir: &Path) -> PathBuf {
+    let tags = dir.join("localtag.txt");
+    fs::write(
+        &tags,
+        "1Ba? - basic.sys - Basic fixture tags\nVr01 - versioned.sys - Versioned fixture\n",
+    )
+    .unwrap();
+    let db = dir.join("pooltag.db");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin");
+    pooltag()
+        .arg("--db")
+        .arg(&db)
+        .args(["index", "--pooltag-txt"])
+        .arg(&tags)
+        .arg(fixtures)
+        .assert()
+        .success();
+    db
+}
+
+fn annotate(db: &Path, input: &str, json: bool) -> (String, i32) {
+    let mut cmd = pooltag();
+    cmd.arg("--db").arg(db).arg("annotate");
+    if json {
+        cmd.arg("--json");
+    }
+    let output = cmd.write_stdin(input).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        output.status.code().unwrap(),
+    )
+}
+
+const BASIC: &str = "basic.sys (call) x5; Pooltag.txt: basic.sys - Basic fixture tags";
+const VERSIONED: &str = "versioned-de.sys (call, pooltag Testdaten), versioned.sys (call, \
+     pooltag fixtures); Pooltag.txt: versioned.sys - Versioned fixture";
+
+#[test]
+fn poolmon_output_keeps_its_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let input = " Memory: 8388148K Avail: 4126216K  PageFlts:   420   InRam Krnl: 9248K P:259156K\n\
+                 \x20Commit:4262912K Limit:12582452K Peak:4426560K            Pool N:155648K P:263264K\n\
+                 \n\
+                 \x20Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc\n\
+                 \n\
+                 \x201Ba1 Nonp      1234 (   0)      1200 (   0)     34     5440 (   0)     160\n\
+                 \x20Vr01 Paged      900 (   2)       899 (   2)      1      272 (   0)     272\n\
+                 \x20Qq9x Nonp         2 (   0)         0 (   0)      2       64 (   0)      32\n";
+    let (out, code) = annotate(&db, input, false);
+    let lines: Vec<&str> = input.lines().collect();
+    let expected = format!(
+        "{}\n{}\n\n{}\n\n{}  # {BASIC}\n{}  # {VERSIONED}\n{}  # no driver or Pooltag.txt entry known\n",
+        lines[0], lines[1], lines[3], lines[5], lines[6], lines[7]
+    );
+    assert_eq!(out, expected);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn poolused_unknown_lines_get_their_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let input = " Sorting by  NonPaged Pool Consumed\n\
+                 \n\
+                 \x20              NonPaged                  Paged\n\
+                 \x20Tag     Allocs         Used     Allocs         Used\n\
+                 \n\
+                 \x201Ba1         9      5251072          0            0\tUNKNOWN pooltag '1Ba1', please update pooltag.txt\n\
+                 \x20TOTAL        9      5251072          0            0\n";
+    let (out, _) = annotate(&db, input, false);
+    let lines: Vec<&str> = input.lines().collect();
+    let expected = format!(
+        "{}\n\n{}\n{}\n\n{}  # {BASIC}\n{}\n",
+        lines[0], lines[2], lines[3], lines[5], lines[6]
+    );
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn csv_and_plain_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let (out, _) = annotate(&db, "Pool Type,Tag,Size\nNonPaged,Vr01,100\n", false);
+    assert_eq!(
+        out,
+        format!("Pool Type,Tag,Size\nNonPaged,Vr01,100  # {VERSIONED}\n")
+    );
+    let (out, code) = annotate(&db, "0x31614231\nnothing here\n", false);
+    assert_eq!(out, format!("0x31614231  # {BASIC}\nnothing here\n"));
+    assert_eq!(code, 0);
+    let (out, code) = annotate(&db, "Qq9x\n", false);
+    assert_eq!(out, "Qq9x  # no driver or Pooltag.txt entry known\n");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn json_names_line_tag_drivers_and_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let (out, _) = annotate(&db, "header\nVr01\n", true);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = value.as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["line"], 2);
+    assert_eq!(items[0]["tag"], "Vr01");
+    assert_eq!(items[0]["drivers"].as_array().unwrap().len(), 2);
+    assert_eq!(items[0]["drivers"][1]["company"], "pooltag fixtures");
+    assert_eq!(
+        items[0]["pooltag"],
+        serde_json::json!([{"binary": "versioned.sys", "description": "Versioned fixture"}])
+    );
+}
