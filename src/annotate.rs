@@ -192,12 +192,7 @@ pub fn note(answer: &TagAnswer) -> String {
     // The same driver in several places (DriverStore and System32, several hosts) is one name.
     let mut names: Vec<(String, usize)> = Vec::new();
     for found in &answer.drivers {
-        let name = found
-            .file
-            .path
-            .rsplit(['/', '\\'])
-            .next()
-            .unwrap_or_default();
+        let name = crate::store::file_name(&found.file.path);
         let shown = match &found.file.company {
             Some(company) => format!("{name} ({}, {company})", found.evidence.name()),
             None => format!("{name} ({})", found.evidence.name()),

@@ -82,6 +82,9 @@ enum CommandArgs {
         /// Keep only tags at this level or stronger: call, arg, code, data, bytes
         #[arg(long, value_name = "LEVEL", value_parser = parse_evidence)]
         evidence: Option<Evidence>,
+        /// For each tag at call or arg level, the other drivers and Pooltag.txt entries using it
+        #[arg(long, conflicts_with = "evidence")]
+        collisions: bool,
         /// Indexed files, by path or by file name
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
@@ -98,6 +101,17 @@ enum CommandArgs {
         /// Files to read [default: standard input]
         #[arg(value_name = "INPUT")]
         inputs: Vec<PathBuf>,
+    },
+    /// Check drivers that are not in the index: their tags, and the indexed drivers and
+    /// Pooltag.txt entries already using them (exit 1 when there is a collision)
+    #[command(after_help = "Example:\n  pooltag check build\\x64\\Release\\mydriver.sys")]
+    Check {
+        /// Print one JSON array
+        #[arg(long)]
+        json: bool,
+        /// Driver binaries to check (nothing is written)
+        #[arg(required = true, value_name = "DRIVER")]
+        drivers: Vec<PathBuf>,
     },
     /// What the database holds: hosts, runs, counts, size, integrity
     #[command(after_help = "Example:\n  pooltag info --db \\\\share\\pooltag.db")]
@@ -142,6 +156,11 @@ pub enum Command {
         db: PathBuf,
         json: bool,
         inputs: Vec<PathBuf>,
+    },
+    Check {
+        db: PathBuf,
+        json: bool,
+        drivers: Vec<PathBuf>,
     },
     Merge(MergeConfig),
     Export(ExportConfig),
@@ -220,14 +239,17 @@ impl Args {
             CommandArgs::Tags {
                 json,
                 evidence,
+                collisions,
                 files,
             } => Command::Tags(TagsConfig {
                 db,
                 files,
                 json,
                 evidence,
+                collisions,
             }),
             CommandArgs::Info { json } => Command::Info { db, json },
+            CommandArgs::Check { json, drivers } => Command::Check { db, json, drivers },
             CommandArgs::Annotate { json, inputs } => Command::Annotate { db, json, inputs },
             CommandArgs::Merge { inputs } => Command::Merge(MergeConfig { db, inputs }),
             CommandArgs::Export {

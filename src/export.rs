@@ -73,13 +73,7 @@ fn localtag(
     // (tag, binary) -> the strongest evidence and the APIs behind it.
     let mut lines: BTreeMap<(Tag, String), (Evidence, Vec<String>)> = BTreeMap::new();
     for found in files {
-        let name = found
-            .file
-            .path
-            .rsplit(['/', '\\'])
-            .next()
-            .unwrap_or_default()
-            .to_lowercase();
+        let name = crate::store::file_name(&found.file.path).to_lowercase();
         let line = lines
             .entry((found.tag, name))
             .or_insert((found.evidence, Vec::new()));

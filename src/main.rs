@@ -15,7 +15,7 @@ use pooltag::index::{self, IndexConfig};
 use pooltag::merge::{self, MergeConfig};
 use pooltag::print;
 use pooltag::query::{self, QueryConfig, QueryOutput, Scope, TagsConfig};
-use pooltag::store::Database;
+use pooltag::store::{Database, file_name};
 
 /// Whether a mode found what it was asked for.
 enum Found {
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Query(config) => run_query(&config),
             Command::Tags(config) => run_tags(&config),
             Command::Info { db, json } => run_info(&db, json),
+            Command::Check { db, json, drivers } => run_check(&db, json, &drivers),
             Command::Annotate { db, json, inputs } => run_annotate(&db, json, &inputs),
             Command::Merge(config) => run_merge(&config),
             Command::Export(config) => run_export(&config),
@@ -83,6 +84,9 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
 /// makes the exit status 1; the others are still printed.
 fn run_tags(config: &TagsConfig) -> Result<Found> {
     let db = Database::open(&config.db)?;
+    if config.collisions {
+        return run_tag_collisions(&db, config);
+    }
     let mut files = Vec::new();
     let mut missing = false;
     for given in &config.files {
@@ -214,4 +218,101 @@ fn run_annotate(db: &std::path::Path, json: bool, inputs: &[std::path::PathBuf])
         .values()
         .any(|a| !a.drivers.is_empty() || !a.entries.is_empty());
     Ok(if answered { Found::Yes } else { Found::No })
+}
+
+/// `pooltag tags --collisions`: each `call`/`arg` tag of the files with its other users.
+fn run_tag_collisions(db: &Database, config: &TagsConfig) -> Result<Found> {
+    let mut drivers = Vec::new();
+    let mut missing = false;
+    for given in &config.files {
+        let Some(file) = query::resolve_file(db, given)? else {
+            eprintln!("pooltag: {given}: not in the index");
+            missing = true;
+            continue;
+        };
+        let name = file_name(&file.path).to_owned();
+        let mut tags = Vec::new();
+        for tag in query::file_tags(db, file.content_id, Evidence::Arg)? {
+            let collision = query::collisions(db, tag.tag, &name, Some(file.content_id))?;
+            tags.push((tag, collision));
+        }
+        drivers.push((file.path, tags));
+    }
+    print_collisions(db, &drivers, config.json)?;
+    Ok(if missing { Found::No } else { Found::Yes })
+}
+
+/// `pooltag check`: drivers not in the index, analysed in memory, against the index. Found (exit
+/// 0) means no collision; a collision exits 1.
+fn run_check(db: &std::path::Path, json: bool, paths: &[std::path::PathBuf]) -> Result<Found> {
+    use sha2::Digest;
+    let database = Database::open(db)?;
+    let mut drivers = Vec::new();
+    let mut failed = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        let data = match pooltag::read::read_capped(path, pooltag::read::MAX_DRIVER_SIZE) {
+            Ok(data) => data,
+            Err(e) => {
+                failed.push(format!("{shown}: {e}"));
+                continue;
+            }
+        };
+        if pooltag::read::summarize_pe(data.as_slice(), true).is_err() {
+            failed.push(format!("{shown}: not a PE image"));
+            continue;
+        }
+        let sha256: [u8; 32] = sha2::Sha256::digest(&data).into();
+        let own = database.content_with_sha256(&sha256)?;
+        let findings = pooltag::extract::analyse(&data);
+        let name = file_name(&shown).to_owned();
+        let mut tags: Vec<_> = findings
+            .levels
+            .iter()
+            .filter(|(_, level)| **level >= Evidence::Arg)
+            .map(|(tag, level)| query::FileTag {
+                tag: *tag,
+                evidence: *level,
+                sites: findings
+                    .sites
+                    .iter()
+                    .filter(|s| s.tag == *tag && s.evidence == *level)
+                    .map(pooltag::store::StoredSite::from)
+                    .collect(),
+            })
+            .collect();
+        tags.sort_by_key(|t| t.tag);
+        let mut checked = Vec::new();
+        for tag in tags {
+            let collision = query::collisions(&database, tag.tag, &name, own)?;
+            checked.push((tag, collision));
+        }
+        drivers.push((shown, checked));
+    }
+    print_collisions(&database, &drivers, json)?;
+    if !failed.is_empty() {
+        return Err(Error::new(failed.join("\npooltag: ")));
+    }
+    let collide = drivers
+        .iter()
+        .any(|(_, tags)| tags.iter().any(|(_, c)| !c.is_empty()));
+    Ok(if collide { Found::No } else { Found::Yes })
+}
+
+fn print_collisions(
+    db: &Database,
+    drivers: &[(String, Vec<(query::FileTag, query::Collision)>)],
+    json: bool,
+) -> Result<()> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if json {
+        print::collisions_json(&mut out, drivers)?;
+    } else {
+        let several_hosts = db.host_count()? > 1;
+        for (path, tags) in drivers {
+            print::collisions_human(&mut out, path, tags, several_hosts)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::annotate::{self, AnnotatedLine, TagAnswer};
 use crate::extract::Evidence;
-use crate::query::{FileTag, QueryAnswer};
+use crate::query::{Collision, FileTag, QueryAnswer};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
 
@@ -424,6 +424,82 @@ pub fn annotate_json(
                 "line": line.line, "tag": answer.tag.to_string(), "drivers": drivers,
                 "pooltag": entries,
             }))
+        })
+        .collect();
+    serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
+    writeln!(out)
+}
+
+/// The tags of one driver at `call` and `arg` level, each with who else uses it.
+pub fn collisions_human(
+    out: &mut impl Write,
+    title: &str,
+    tags: &[(FileTag, Collision)],
+    several_hosts: bool,
+) -> io::Result<()> {
+    writeln!(out, "{title}")?;
+    if tags.is_empty() {
+        writeln!(out, "  no tag at call or arg level")?;
+    }
+    for (tag, collision) in tags {
+        writeln!(out, "  {}  {}", tag.tag, tag.evidence.name())?;
+        for site in &tag.sites {
+            writeln!(out, "{DETAIL_INDENT}{}", describe_site(site))?;
+        }
+        if collision.is_empty() {
+            writeln!(out, "{DETAIL_INDENT}no collision")?;
+        }
+        for other in &collision.drivers {
+            let path = shown(&other.file.host, &other.file.path, several_hosts);
+            writeln!(
+                out,
+                "{DETAIL_INDENT}collides with {} ({}) {path}",
+                crate::store::file_name(&other.file.path),
+                other.evidence.name()
+            )?;
+        }
+        for entry in &collision.entries {
+            writeln!(
+                out,
+                "{DETAIL_INDENT}collides with Pooltag.txt: {} {} - {} ({}:{})",
+                entry.tag, entry.binary, entry.description, entry.source, entry.line
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The same as JSON: one element per (driver, tag).
+pub fn collisions_json(
+    out: &mut impl Write,
+    drivers: &[(String, Vec<(FileTag, Collision)>)],
+) -> io::Result<()> {
+    let items: Vec<serde_json::Value> = drivers
+        .iter()
+        .flat_map(|(path, tags)| {
+            tags.iter().map(move |(tag, collision)| {
+                let others: Vec<serde_json::Value> = collision
+                    .drivers
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({"host": f.file.host, "path": f.file.path,
+                            "evidence": f.evidence.name()})
+                    })
+                    .collect();
+                let entries: Vec<serde_json::Value> = collision
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({"tag": e.tag, "binary": e.binary,
+                            "description": e.description, "source": e.source, "line": e.line})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "path": path, "tag": tag.tag.to_string(), "evidence": tag.evidence.name(),
+                    "sites": site_items(&tag.sites),
+                    "collisions": {"drivers": others, "pooltag": entries},
+                })
+            })
         })
         .collect();
     serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;

@@ -39,6 +39,8 @@ pub struct TagsConfig {
     pub json: bool,
     /// `--evidence`: only tags at this level or stronger.
     pub evidence: Option<Evidence>,
+    /// `--collisions`: the `call` and `arg` tags, each with its other users.
+    pub collisions: bool,
 }
 
 /// One driver file holding a matching tag.
@@ -312,4 +314,47 @@ fn sites_of(
     } else {
         Ok(Vec::new())
     }
+}
+
+/// Who else uses a tag: drivers of another name tied to it at `call` or `arg` level, and
+/// Pooltag.txt entries for other binaries (a wildcard entry counts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Collision {
+    pub drivers: Vec<FileMatch>,
+    pub entries: Vec<StoredEntry>,
+}
+
+impl Collision {
+    pub fn is_empty(&self) -> bool {
+        self.drivers.is_empty() && self.entries.is_empty()
+    }
+}
+
+/// The other users of `tag` than the driver named `own_name` (any case; its copies under the
+/// same name, and the content `own_content`, are the driver itself).
+pub fn collisions(
+    db: &Database,
+    tag: Tag,
+    own_name: &str,
+    own_content: Option<i64>,
+) -> Result<Collision> {
+    let pattern = TagPattern::exact(tag);
+    let is_own = |name: &str| name.eq_ignore_ascii_case(own_name);
+    let drivers = find_files(
+        db,
+        std::slice::from_ref(&pattern),
+        false,
+        Scope::AtLeast(Evidence::Arg),
+    )?
+    .into_iter()
+    .filter(|f| {
+        let name = crate::store::file_name(&f.file.path);
+        !is_own(name) && Some(f.file.content_id) != own_content
+    })
+    .collect();
+    let entries = find_entries(db, std::slice::from_ref(&pattern), false)?
+        .into_iter()
+        .filter(|e| !is_own(&e.binary))
+        .collect();
+    Ok(Collision { drivers, entries })
 }

@@ -117,10 +117,15 @@ pub fn read_file(path: &Path) -> Result<FileContent, ReadError> {
 
 /// Reads a tag file whole, whatever its name.
 pub fn read_tag_file(path: &Path) -> Result<Vec<u8>, ReadError> {
+    read_capped(path, MAX_TAG_FILE_SIZE)
+}
+
+/// Reads a file whole when it is at most `limit` bytes.
+pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
-    if size > MAX_TAG_FILE_SIZE {
-        return Err(ReadError::TooLarge(size, MAX_TAG_FILE_SIZE));
+    if size > limit {
+        return Err(ReadError::TooLarge(size, limit));
     }
     Ok(read_whole(file, size)?)
 }

@@ -90,6 +90,18 @@ pub struct StoredSite {
     pub offset: u32,
 }
 
+impl From<&crate::extract::Site> for StoredSite {
+    fn from(site: &crate::extract::Site) -> Self {
+        StoredSite {
+            evidence: site.evidence,
+            api: site.api.clone(),
+            rva: site.rva,
+            section: site.section.clone(),
+            offset: site.offset,
+        }
+    }
+}
+
 /// One run of `pooltag index` (or an index merged in), as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRun {
@@ -137,6 +149,11 @@ pub struct StoredFile {
 /// The columns of a [`StoredFile`], in `file f JOIN content c`.
 const FILE_COLUMNS: &str = "f.content_id, f.host, f.path, c.sha256, c.machine, c.company, \
      c.description, c.version FROM file f JOIN content c ON c.id = f.content_id";
+
+/// The last component of a path as indexed, whichever platform wrote it (`\\` or `/`).
+pub fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or_default()
+}
 
 fn stored_file(r: &rusqlite::Row) -> rusqlite::Result<StoredFile> {
     Ok(StoredFile {
@@ -496,6 +513,17 @@ impl Database {
         };
         result.map_err(|e| self.fail(e))?;
         Ok(paths)
+    }
+
+    /// The id of the content with this SHA-256, when indexed.
+    pub fn content_with_sha256(&self, sha256: &[u8]) -> Result<Option<i64>> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT id FROM content WHERE sha256 = ?1", [sha256], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.fail(e))
     }
 
     /// How many hosts the files come from (more than one after a merge).
