@@ -92,7 +92,7 @@ enum CommandArgs {
     /// Print PoolMon or !poolused output, CSV with a Tag column, or a list of tags, with the
     /// answer beside each tag
     #[command(
-        after_help = "Example:\n  poolmon /b /n snapshot.txt & pooltag annotate snapshot.txt"
+        after_help = "Example (a PoolMon snapshot saved with poolmon /n):\n  pooltag annotate poolmon.txt"
     )]
     Annotate {
         /// Print one JSON array of the tagged lines and their answers
@@ -113,6 +113,15 @@ enum CommandArgs {
         #[arg(required = true, value_name = "DRIVER")]
         drivers: Vec<PathBuf>,
     },
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish
+    #[command(after_help = "Example:\n  pooltag completions bash > /etc/bash_completion.d/pooltag")]
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff)
+    #[command(after_help = "Example:\n  pooltag man > pooltag.1 && man ./pooltag.1")]
+    Man,
     /// What the database holds: hosts, runs, counts, size, integrity
     #[command(after_help = "Example:\n  pooltag info --db \\\\share\\pooltag.db")]
     Info {
@@ -164,6 +173,8 @@ pub enum Command {
     },
     Merge(MergeConfig),
     Export(ExportConfig),
+    Completions(clap_complete::Shell),
+    Man,
 }
 
 /// What `pooltag export` was asked to do.
@@ -177,6 +188,11 @@ pub struct ExportConfig {
 }
 
 impl Args {
+    /// The whole command-line interface, for completions and the manual page.
+    pub fn command() -> clap::Command {
+        <Args as clap::CommandFactory>::command()
+    }
+
     /// Checks the arguments and resolves defaults (the database path, absolute roots).
     pub fn into_command(self) -> Result<Command> {
         let db = match self.db {
@@ -249,6 +265,8 @@ impl Args {
                 collisions,
             }),
             CommandArgs::Info { json } => Command::Info { db, json },
+            CommandArgs::Completions { shell } => Command::Completions(shell),
+            CommandArgs::Man => Command::Man,
             CommandArgs::Check { json, drivers } => Command::Check { db, json, drivers },
             CommandArgs::Annotate { json, inputs } => Command::Annotate { db, json, inputs },
             CommandArgs::Merge { inputs } => Command::Merge(MergeConfig { db, inputs }),

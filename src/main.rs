@@ -24,6 +24,7 @@ enum Found {
 }
 
 fn main() -> ExitCode {
+    print::set_colour(print::colour_wanted());
     let outcome = Args::parse()
         .into_command()
         .and_then(|command| match command {
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
             Command::Check { db, json, drivers } => run_check(&db, json, &drivers),
             Command::Annotate { db, json, inputs } => run_annotate(&db, json, &inputs),
             Command::Merge(config) => run_merge(&config),
+            Command::Completions(shell) => run_completions(shell),
+            Command::Man => run_man(),
             Command::Export(config) => run_export(&config),
         });
     match outcome {
@@ -315,4 +318,20 @@ fn print_collisions(
     }
     out.flush()?;
     Ok(())
+}
+
+/// `pooltag completions SHELL`.
+fn run_completions(shell: clap_complete::Shell) -> Result<Found> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    clap_complete::generate(shell, &mut Args::command(), "pooltag", &mut out);
+    out.flush()?;
+    Ok(Found::Yes)
+}
+
+/// `pooltag man`: the manual page in roff.
+fn run_man() -> Result<Found> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    clap_mangen::Man::new(Args::command()).render(&mut out)?;
+    out.flush()?;
+    Ok(Found::Yes)
 }

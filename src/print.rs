@@ -2,6 +2,7 @@
 //! or as bare paths.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -12,6 +13,42 @@ use crate::extract::Evidence;
 use crate::query::{Collision, FileTag, QueryAnswer};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
+
+/// Whether human output is coloured: set once by `main` (stdout a terminal, `NO_COLOR` unset).
+static COLOUR: AtomicBool = AtomicBool::new(false);
+
+/// Turns colour in human output on or off. JSON and `-l` output are never coloured.
+pub fn set_colour(enabled: bool) {
+    COLOUR.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether stdout wants colour: a terminal, and `NO_COLOR` unset or empty.
+pub fn colour_wanted() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `text` in the ANSI style `code` when colour is on.
+fn paint(text: &str, code: &str) -> String {
+    if COLOUR.load(Ordering::Relaxed) {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// An evidence level, padded to five columns, coloured by strength.
+fn level(evidence: Evidence) -> String {
+    let padded = format!("{:<5}", evidence.name());
+    let code = match evidence {
+        Evidence::Call => "1;32",
+        Evidence::Arg => "32",
+        Evidence::Code => "33",
+        Evidence::Data => "36",
+        Evidence::Bytes => "2",
+    };
+    paint(&padded, code)
+}
 
 /// Indentation of the lines under a driver line (metadata, sites).
 const DETAIL_INDENT: &str = "               ";
@@ -151,7 +188,8 @@ fn entries_human(
         } else {
             &entry.binary
         };
-        writeln!(out, "  {}  {} - {}", entry.tag, binary, entry.description)?;
+        let tag = paint(&entry.tag, "1");
+        writeln!(out, "  {tag}  {} - {}", binary, entry.description)?;
         for (j, other) in entries.iter().enumerate().skip(i) {
             if !done[j]
                 && (&other.tag, &other.binary, &other.description)
@@ -180,7 +218,8 @@ pub fn query_human(
         writeln!(out, "Drivers:")?;
         for found in &answer.files {
             let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
-            writeln!(out, "  {}  {:<5}  {path}", found.tag, found.evidence.name())?;
+            let tag = paint(&found.tag.to_string(), "1");
+            writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
             details(out, &found.file, &found.sites)?;
         }
     } else if !answer.entries.is_empty() {
@@ -504,4 +543,25 @@ pub fn collisions_json(
         .collect();
     serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
     writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_is_off_unless_asked_and_never_in_plain_text() {
+        assert_eq!(level(Evidence::Call), "call ");
+        set_colour(true);
+        assert_eq!(level(Evidence::Call), "\x1b[1;32mcall \x1b[0m");
+        set_colour(false);
+        assert_eq!(paint("AfdA", "1"), "AfdA");
+    }
+
+    #[test]
+    fn times_print_in_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(1_795_651_200), "2026-11-26 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
 }

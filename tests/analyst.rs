@@ -163,3 +163,40 @@ fn tags_collisions_skip_copies_of_the_same_driver() {
         )
     );
 }
+
+#[test]
+fn completions_and_manual_cover_every_command() {
+    let commands = [
+        "index",
+        "query",
+        "tags",
+        "annotate",
+        "check",
+        "completions",
+        "man",
+        "info",
+        "merge",
+        "export",
+    ];
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let script = out(&pooltag().args(["completions", shell]).assert().success());
+        for command in commands {
+            assert!(script.contains(command), "{shell}: {command}");
+        }
+    }
+    let manual = out(&pooltag().arg("man").assert().success());
+    assert!(manual.contains(".TH pooltag 1"), "{manual}");
+    for command in commands {
+        assert!(manual.contains(command), "{command}");
+        let help = out(&pooltag().args([command, "--help"]).assert().success());
+        assert!(
+            help.contains("\nExample") && help.contains(":\n  pooltag "),
+            "{command}: {help}"
+        );
+    }
+    pooltag()
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2)
+        .stdout("");
+}
