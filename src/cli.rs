@@ -69,6 +69,9 @@ enum CommandArgs {
         /// bytes [default: bytes; with -l, the files holding the four bytes, as findstr]
         #[arg(long, value_name = "LEVEL", value_parser = parse_evidence)]
         evidence: Option<Evidence>,
+        /// Allow a pattern that matches every tag (`*`, `????`)
+        #[arg(long)]
+        all: bool,
         /// Tags or tag patterns
         #[arg(required = true, value_name = "PATTERN")]
         patterns: Vec<String>,
@@ -235,12 +238,22 @@ impl Args {
                 list,
                 ignore_case,
                 evidence,
+                all,
                 patterns,
             } => Command::Query(QueryConfig {
                 db,
                 patterns: patterns
                     .iter()
-                    .map(|p| TagPattern::parse(p).map_err(|e| Error::new(e.to_string())))
+                    .map(|p| {
+                        let pattern =
+                            TagPattern::parse(p).map_err(|e| Error::new(e.to_string()))?;
+                        if pattern.matches_everything() && !all {
+                            return Err(Error::new(format!(
+                                "the pattern '{p}' matches every tag; add --all to list them all"
+                            )));
+                        }
+                        Ok(pattern)
+                    })
                     .collect::<Result<_>>()?,
                 ignore_case,
                 evidence,

@@ -205,8 +205,8 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
 /// The previous database, when it can be reused: a pooltag database of this schema. Anything
 /// else is rebuilt from scratch (an older schema is thereby upgraded); the new file replaces it.
 fn reusable(db: &Path) -> Option<&Path> {
-    if !db.exists() {
-        return None;
+    if !db.is_file() {
+        return None; // nothing there yet, or a directory the writer will refuse
     }
     match Database::open(db) {
         Ok(_) => Some(db),

@@ -25,26 +25,48 @@ enum Found {
 
 fn main() -> ExitCode {
     print::set_colour(print::colour_wanted());
-    let outcome = Args::parse()
-        .into_command()
-        .and_then(|command| match command {
-            Command::Index(config) => run_index(&config),
-            Command::Query(config) => run_query(&config),
-            Command::Tags(config) => run_tags(&config),
-            Command::Info { db, json } => run_info(&db, json),
-            Command::Check { db, json, drivers } => run_check(&db, json, &drivers),
-            Command::Annotate { db, json, inputs } => run_annotate(&db, json, &inputs),
-            Command::Merge(config) => run_merge(&config),
-            Command::Completions(shell) => run_completions(shell),
-            Command::Man => run_man(),
-            Command::Export(config) => run_export(&config),
-        });
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return usage_error(e),
+    };
+    let outcome = args.into_command().and_then(|command| match command {
+        Command::Index(config) => run_index(&config),
+        Command::Query(config) => run_query(&config),
+        Command::Tags(config) => run_tags(&config),
+        Command::Info { db, json } => run_info(&db, json),
+        Command::Check { db, json, drivers } => run_check(&db, json, &drivers),
+        Command::Annotate { db, json, inputs } => run_annotate(&db, json, &inputs),
+        Command::Merge(config) => run_merge(&config),
+        Command::Completions(shell) => run_completions(shell),
+        Command::Man => run_man(),
+        Command::Export(config) => run_export(&config),
+    });
     match outcome {
         Ok(Found::Yes) => ExitCode::SUCCESS,
         Ok(Found::No) => ExitCode::from(1),
         Err(Error::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pooltag: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A command line clap refused: one line on stderr and exit 2 (help and version print as
+/// usual).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "pooltag: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
             ExitCode::from(2)
         }
     }

@@ -141,6 +141,11 @@ impl TagPattern {
         }
     }
 
+    /// True for `*`, `????` and the like: a pattern that selects the whole index.
+    pub fn matches_everything(&self) -> bool {
+        self.positions.iter().all(|p| *p == Position::Any)
+    }
+
     /// The one tag this pattern matches, when it has no wildcard.
     pub fn as_tag(&self) -> Option<Tag> {
         let mut bytes = [0u8; 4];

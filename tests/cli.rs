@@ -972,3 +972,117 @@ fn index_without_a_root_says_what_to_pass() {
              disk's Windows/System32/drivers; only on Windows does pooltag know where drivers live\n",
         );
 }
+
+/// Every wrong use: one line on stderr naming what is wrong, exit 2, nothing on stdout.
+#[test]
+fn wrong_uses_get_one_clear_line() {
+    let s = Scratch::new();
+    s.index().success();
+    let db = s.db().display().to_string();
+    let missing = s.dir.path().join("missing").display().to_string();
+    let dir = s.dir.path().display().to_string();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["query", ""], "invalid tag pattern '': empty".into()),
+        (
+            vec!["query", "AfdAB"],
+            "invalid tag pattern 'AfdAB': longer than 4 characters (a tag value is written 0x \
+             followed by up to 8 hex digits)"
+                .into(),
+        ),
+        (
+            vec!["query", "Afé"],
+            "invalid tag pattern 'Afé': tags are ASCII".into(),
+        ),
+        (
+            vec!["query", "*"],
+            "the pattern '*' matches every tag; add --all to list them all".into(),
+        ),
+        (
+            vec!["query", "-l", "????"],
+            "the pattern '????' matches every tag; add --all to list them all".into(),
+        ),
+        (
+            vec!["index", &missing],
+            format!("{missing}: No such file or directory (os error 2)"),
+        ),
+        (
+            vec!["query", "AfdA", "--evidence", "strong"],
+            "invalid value 'strong' for '--evidence <LEVEL>': unknown evidence level 'strong' \
+             (use call, arg, code, data or bytes)"
+                .into(),
+        ),
+        (
+            vec!["export", "--format", "xml"],
+            "invalid value 'xml' for '--format <FORMAT>': unknown format 'xml' (use localtag, \
+             csv or json)"
+                .into(),
+        ),
+        (
+            vec!["query"],
+            "the following required arguments were not provided:".into(),
+        ),
+    ];
+    for (args, message) in cases {
+        pooltag()
+            .arg("--db")
+            .arg(&db)
+            .args(&args)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(format!("pooltag: {message}\n"));
+    }
+    for args in [vec!["query", "AfdA"], vec!["index", "."], vec!["info"]] {
+        pooltag()
+            .arg("--db")
+            .arg(&dir)
+            .args(&args)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(format!(
+                "pooltag: {dir}: is a directory, not a pooltag database\n"
+            ));
+    }
+    let everything = stdout(&s.query(&["-l", "--all", "*"]).success());
+    assert_eq!(everything.lines().count(), 54);
+}
+
+/// A database the user may not read: as an unprivileged user when the tests run as root.
+#[cfg(unix)]
+#[test]
+fn a_database_without_permission_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    s.index().success();
+    fs::set_permissions(s.db(), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let root = StdCommand::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let binary = assert_cmd::cargo::cargo_bin("pooltag");
+    let mut command = if root && Path::new("/usr/bin/setpriv").exists() {
+        let mut c = StdCommand::new("/usr/bin/setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&binary);
+        c
+    } else if root {
+        eprintln!("skipped: running as root without setpriv");
+        return;
+    } else {
+        StdCommand::new(&binary)
+    };
+    let output = command
+        .arg("--db")
+        .arg(s.db())
+        .args(["query", "AfdA"])
+        .env_remove("POOLTAG_DB")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "pooltag: {}: Permission denied (os error 13)\n",
+            s.db().display()
+        )
+    );
+}
