@@ -56,6 +56,10 @@ impl State {
         self.slots.clear();
     }
 
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty() && self.registers.iter().all(|v| *v == Value::Unknown)
+    }
+
     fn register(&self, register: Register) -> Value {
         gpr_index(register).map_or(Value::Unknown, |i| self.registers[i])
     }
@@ -231,6 +235,10 @@ impl Analysis<'_, '_> {
         let stack_pointer = self.convention.stack_pointer;
         // First what the instruction overwrites, then what it is known to put there.
         let mut moves_stack_pointer = false;
+        // Nothing tracked, nothing to cancel: most instructions skip the costly operand analysis.
+        if self.state.is_empty() {
+            return self.track_effect(instruction, false);
+        }
         let used = info.info(instruction);
         for register in used.used_registers() {
             if matches!(
@@ -257,6 +265,12 @@ impl Analysis<'_, '_> {
                 self.state.forget_slot(memory.displacement() as i64);
             }
         }
+        self.track_effect(instruction, moves_stack_pointer);
+    }
+
+    /// What an instruction is known to put in a register or slot, and how it moves the stack.
+    fn track_effect(&mut self, instruction: &Instruction, moves_stack_pointer: bool) {
+        let stack_pointer = self.convention.stack_pointer;
         let pointer = self.convention.pointer;
         match instruction.mnemonic() {
             Mnemonic::Mov => self.track_mov(instruction),
