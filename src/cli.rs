@@ -337,10 +337,14 @@ pub fn windows_defaults(
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(r"C:\Windows"));
     let system32 = system_root.join("System32");
-    let roots = vec![
+    // A folder that is not there (no DriverStore before Vista, or in Wine) is not an error.
+    let roots: Vec<PathBuf> = [
         system32.join("drivers"),
         system32.join("DriverStore").join("FileRepository"),
-    ];
+    ]
+    .into_iter()
+    .filter(|folder| folder.is_dir())
+    .collect();
     let mut tag_files = Vec::new();
     for program_files in ["ProgramFiles(x86)", "ProgramFiles"] {
         let Some(base) = var(program_files).filter(|v| !v.is_empty()) else {

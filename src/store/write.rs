@@ -768,7 +768,11 @@ impl IndexWriter {
 
     /// Makes the finished file durable, then renames it over the target.
     fn replace_target(&self) -> Result<()> {
-        let sync = File::open(&self.temp).and_then(|f| f.sync_all());
+        // Windows flushes only a handle opened for writing.
+        let sync = fs::OpenOptions::new()
+            .write(true)
+            .open(&self.temp)
+            .and_then(|f| f.sync_all());
         sync.map_err(|e| Error::new(format!("{}: {e}", self.temp.display())))?;
         // On Windows a reader holding the old database open makes the rename fail for a moment.
         let mut attempt = 0;
