@@ -1058,7 +1058,9 @@ fn a_database_without_permission_is_named() {
     fs::set_permissions(s.db(), fs::Permissions::from_mode(0o000)).unwrap();
     fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let root = StdCommand::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    let binary = assert_cmd::cargo::cargo_bin("pooltag");
+    // A copy the other user can run, wherever the build tree lives.
+    let binary = s.dir.path().join("pooltag");
+    fs::copy(assert_cmd::cargo::cargo_bin("pooltag"), &binary).unwrap();
     let mut command = if root && Path::new("/usr/bin/setpriv").exists() {
         let mut c = StdCommand::new("/usr/bin/setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -412,7 +412,9 @@ fn a_read_only_copy_is_queried_without_writing_anything() {
         .args(["query", "--json", "1B*"])
         .assert()
         .success());
-    let binary = assert_cmd::cargo::cargo_bin("pooltag");
+    // A copy the other user can run, wherever the build tree lives.
+    let binary = dir.path().join("pooltag");
+    fs::copy(assert_cmd::cargo::cargo_bin("pooltag"), &binary).unwrap();
     // As an unprivileged user when the tests run as root (setpriv ships with util-linux).
     let as_nobody = std::process::Command::new("id")
         .arg("-u")
