@@ -682,7 +682,7 @@ fn a_failed_index_leaves_the_previous_database() {
     assert_eq!(stdout(&s.query(&["--json", "1Ba*"]).success()), before);
 }
 
-/// kill -9 at varied moments of an index run that would change the answer: the database answers
+/// kill -9 at 60 varied moments of an index run that would change the answer: the database answers
 /// exactly as before or exactly as after, and the next run leaves no temporary file.
 #[cfg(unix)]
 #[test]
@@ -717,7 +717,9 @@ fn an_interrupted_index_leaves_the_previous_database_queryable() {
     };
     let new = new_answer(&s);
     let binary = assert_cmd::cargo::cargo_bin("pooltag");
-    for delay_ms in [0u64, 1, 2, 3, 5, 8, 12, 20, 30, 50] {
+    // 60 kills spread over the whole run (about 150 ms here): before the walk, mid-analysis,
+    // while the posting lists are written, around the rename.
+    for delay_ms in (0..60u64).map(|i| (i * 37) % 180) {
         let mut child = StdCommand::new(&binary)
             .arg("--db")
             .arg(s.db())
@@ -1087,4 +1089,132 @@ fn a_database_without_permission_is_named() {
             s.db().display()
         )
     );
+}
+
+/// Queries running while indexes replace the database each see the old or the new one whole.
+#[test]
+fn queries_during_an_index_see_one_whole_database() {
+    let s = Scratch::new();
+    let only_x64 = s.dir.path().join("x64");
+    copy_tree(&s.root().join("x64-O2"), &only_x64);
+    let answer = |root: &Path| {
+        pooltag()
+            .arg("--db")
+            .arg(s.db())
+            .args(["index", "--full"])
+            .arg(root)
+            .assert()
+            .success();
+        stdout(&s.query(&["--json", "1B*"]).success())
+    };
+    let small = answer(&only_x64);
+    let large = answer(&s.root());
+    assert_ne!(small, large);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let binary = assert_cmd::cargo::cargo_bin("pooltag");
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut seen = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let output = StdCommand::new(&binary)
+                            .arg("--db")
+                            .arg(s.db())
+                            .args(["query", "--json", "1B*"])
+                            .output()
+                            .unwrap();
+                        assert_eq!(
+                            output.status.code(),
+                            Some(0),
+                            "{}",
+                            String::from_utf8_lossy(&output.stderr)
+                        );
+                        let text = String::from_utf8(output.stdout).unwrap();
+                        assert!(text == small || text == large, "a mixture: {text}");
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for round in 0..8 {
+            let root = if round % 2 == 0 { &only_x64 } else { &s.root() };
+            pooltag()
+                .arg("--db")
+                .arg(s.db())
+                .args(["index", "--full"])
+                .arg(root)
+                .assert()
+                .success();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+    });
+}
+
+/// A full disk: a clear error, exit 2, and the previous database as it was. Needs a small tmpfs,
+/// which root can mount; elsewhere the test says it was skipped.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_leaves_the_previous_database() {
+    let s = Scratch::new();
+    let disk = s.dir.path().join("disk");
+    fs::create_dir(&disk).unwrap();
+    let mounted = StdCommand::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=160k", "tmpfs"])
+        .arg(&disk)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = StdCommand::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&disk);
+    let db = disk.join("pooltag.db");
+    pooltag()
+        .arg("--db")
+        .arg(&db)
+        .arg("index")
+        .arg(s.root().join("x64-O2").join("basic.sys"))
+        .assert()
+        .success();
+    let before = fs::read(&db).unwrap();
+    let failed = pooltag()
+        .arg("--db")
+        .arg(&db)
+        .args(["index", "--full"])
+        .arg(s.root())
+        .assert()
+        .code(2);
+    let err = stderr(&failed);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last == format!(
+            "pooltag: {}: the disk is full (the previous database is unchanged)",
+            db.display()
+        ),
+        "{err}"
+    );
+    assert_eq!(fs::read(&db).unwrap(), before);
+    let names: Vec<String> = fs::read_dir(&disk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["pooltag.db".to_owned()]);
+    pooltag()
+        .arg("--db")
+        .arg(&db)
+        .args(["query", "-l", "1Ba1"])
+        .assert()
+        .success()
+        .stdout(format!("{}\n", s.path("x64-O2/basic.sys")));
 }

@@ -145,7 +145,7 @@ impl IndexWriter {
         remove_stale_temporaries(target);
         let temp = temporary_path(target);
         let _ = fs::remove_file(&temp);
-        let conn = Connection::open(&temp).map_err(|e| describe(&temp, &e))?;
+        let conn = Connection::open(&temp).map_err(|e| describe(target, &e))?;
         let mut writer = IndexWriter {
             conn: Some(conn),
             temp: temp.clone(),
@@ -163,7 +163,9 @@ impl IndexWriter {
             next_content_id: 1,
             contents: HashMap::new(),
         };
-        writer.prepare(purpose).map_err(|e| describe(&temp, &e))?;
+        if let Err(e) = writer.prepare(purpose) {
+            return Err(writer.fail(e));
+        }
         Ok(writer)
     }
 
@@ -267,8 +269,12 @@ impl IndexWriter {
         Ok(previous)
     }
 
+    /// An error while building: named after the target, which it leaves as it was.
     fn fail(&self, e: rusqlite::Error) -> Error {
-        describe(&self.temp, &e)
+        Error::new(format!(
+            "{} (the previous database is unchanged)",
+            describe(&self.target, &e)
+        ))
     }
 
     /// This host's paths in the previous database that this run did not store.
@@ -618,7 +624,7 @@ impl IndexWriter {
         self.write_postings().map_err(|e| self.fail(e))?;
         let distinct_tags = self.write_run(run).map_err(|e| self.fail(e))?;
         let conn = self.conn.take().expect("connection open until finish");
-        conn.close().map_err(|(_, e)| describe(&self.temp, &e))?;
+        conn.close().map_err(|(_, e)| self.fail(e))?;
         self.replace_target()?;
         Ok(distinct_tags)
     }
