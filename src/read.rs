@@ -89,7 +89,7 @@ pub fn read_file(path: &Path) -> Result<FileContent, ReadError> {
             data: read_tag_file(path)?,
         });
     }
-    let file = File::open(path)?;
+    let file = open_regular(path)?;
     let size = file.metadata()?.len();
     let named_sys = name.len() >= 4 && name[name.len() - 4..].eq_ignore_ascii_case(".sys");
     let cache = ReadCache::new(CountingFile {
@@ -122,7 +122,7 @@ pub fn read_tag_file(path: &Path) -> Result<Vec<u8>, ReadError> {
 
 /// Reads a file whole when it is at most `limit` bytes.
 pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let file = File::open(path)?;
+    let file = open_regular(path)?;
     let size = file.metadata()?.len();
     if size > limit {
         return Err(ReadError::TooLarge(size, limit));
@@ -225,6 +225,21 @@ fn imports_kernel<'data, R: ReadRef<'data>>(
                 name_at(rva).is_some_and(is_kernel)
             })
     })
+}
+
+/// Opens a regular file for reading. The walk passes over FIFOs, sockets and devices, but a
+/// path can change between the walk and the open: on Unix the open does not wait for a FIFO's
+/// writer (O_NONBLOCK, which regular files ignore), and anything but a regular file is refused.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
 }
 
 /// A file that counts the bytes read from it, so that the summary tells what ruling files out cost.
