@@ -401,33 +401,16 @@ impl IndexWriter {
     /// Stores a parsed tag file; returns the number of lines stored (0 when this path was
     /// already stored).
     pub fn add_tag_file(&mut self, path: &str, parsed: &TagFile) -> Result<u64> {
-        let conn = self.conn.as_ref().expect("connection open until finish");
-        let store = || -> rusqlite::Result<u64> {
-            if conn.execute(
-                "INSERT INTO tag_file (host, path) VALUES (?1, ?2) \
-                 ON CONFLICT (host, path) DO NOTHING",
-                params![self.host, path],
-            )? == 0
-            {
-                return Ok(0);
-            }
-            let file_id = conn.last_insert_rowid();
-            let mut entry = conn.prepare_cached(
-                "INSERT INTO tag_entry (tag, binary, description) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (tag, binary, description) DO UPDATE SET tag = excluded.tag \
-                 RETURNING id",
-            )?;
-            let mut source = conn.prepare_cached(
-                "INSERT INTO tag_entry_source (entry_id, tag_file_id, line) VALUES (?1, ?2, ?3)",
-            )?;
-            for e in &parsed.entries {
-                let entry_id: i64 =
-                    entry.query_row(params![e.tag, e.binary, e.description], |r| r.get(0))?;
-                source.execute(params![entry_id, file_id, e.line])?;
-            }
-            Ok(parsed.entries.len() as u64)
-        };
-        store().map_err(|e| self.fail(e))
+        let lines = parsed.entries.iter().map(|e| {
+            (
+                e.tag.clone(),
+                e.binary.clone(),
+                e.description.clone(),
+                i64::from(e.line),
+            )
+        });
+        let stored = insert_tag_file(self.conn(), &self.host, path, lines);
+        Ok(stored.map_err(|e| self.fail(e))? as u64)
     }
 
     /// Merges what the database at `source` holds for `hosts`: their runs, files and tag files,
@@ -552,25 +535,7 @@ impl IndexWriter {
             )?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut entry = conn.prepare_cached(
-            "INSERT INTO tag_entry (tag, binary, description) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (tag, binary, description) DO UPDATE SET tag = excluded.tag \
-             RETURNING id",
-        )?;
-        let mut source = conn.prepare_cached(
-            "INSERT OR IGNORE INTO tag_entry_source (entry_id, tag_file_id, line) \
-             VALUES (?1, ?2, ?3)",
-        )?;
         for (src_id, host, path) in files {
-            if conn.execute(
-                "INSERT INTO tag_file (host, path) VALUES (?1, ?2) \
-                 ON CONFLICT (host, path) DO NOTHING",
-                params![host, path],
-            )? == 0
-            {
-                continue;
-            }
-            let file_id = conn.last_insert_rowid();
             let lines: Vec<(String, String, String, i64)> = conn
                 .prepare(
                     "SELECT e.tag, e.binary, e.description, s.line FROM src.tag_entry_source s \
@@ -580,11 +545,7 @@ impl IndexWriter {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            for (tag, binary, description, line) in lines {
-                let entry_id: i64 =
-                    entry.query_row(params![tag, binary, description], |r| r.get(0))?;
-                source.execute(params![entry_id, file_id, line])?;
-            }
+            insert_tag_file(conn, &host, &path, lines)?;
         }
         Ok(())
     }
@@ -817,6 +778,39 @@ impl Drop for IndexWriter {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// Stores a tag file of `host` and its (tag, binary, description, line) lines, each distinct line
+/// once with every place it was read; returns how many lines were stored (none when this tag
+/// file is stored already).
+fn insert_tag_file(
+    conn: &Connection,
+    host: &str,
+    path: &str,
+    lines: impl IntoIterator<Item = (String, String, String, i64)>,
+) -> rusqlite::Result<usize> {
+    if conn.execute(
+        "INSERT INTO tag_file (host, path) VALUES (?1, ?2) ON CONFLICT (host, path) DO NOTHING",
+        params![host, path],
+    )? == 0
+    {
+        return Ok(0);
+    }
+    let file_id = conn.last_insert_rowid();
+    let mut entry = conn.prepare_cached(
+        "INSERT INTO tag_entry (tag, binary, description) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (tag, binary, description) DO UPDATE SET tag = excluded.tag RETURNING id",
+    )?;
+    let mut source = conn.prepare_cached(
+        "INSERT OR IGNORE INTO tag_entry_source (entry_id, tag_file_id, line) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut stored = 0;
+    for (tag, binary, description, line) in lines {
+        let entry_id: i64 = entry.query_row(params![tag, binary, description], |r| r.get(0))?;
+        source.execute(params![entry_id, file_id, line])?;
+        stored += 1;
+    }
+    Ok(stored)
 }
 
 /// The error of a posting list that does not decode.
