@@ -238,8 +238,8 @@ impl Database {
         }
         if version < SCHEMA_VERSION {
             return Err(Error::new(format!(
-                "{shown}: made by an older pooltag (schema {version}); 'pooltag index' or \
-                 'pooltag merge' upgrades it"
+                "{shown}: made by an older pooltag (schema {version}); 'pooltag index' \
+                 rebuilds it in this pooltag's schema"
             )));
         }
         self.check_schema()
