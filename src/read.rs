@@ -175,6 +175,11 @@ fn summarize<'data, Pe: ImageNtHeaders, R: ReadRef<'data>>(
 /// the check read on and on.
 const MAX_DESCRIPTORS: u32 = 4096;
 
+/// Section headers searched per RVA at most (the Windows loader's limit, as in
+/// `extract::image`): with 65,535 headers, each of the thousands of lookups below would scan
+/// them all.
+const MAX_SECTIONS: usize = 96;
+
 /// Does the image import from ntoskrnl.exe or hal.dll, directly or delay-loaded? Reads only the
 /// descriptors and the module names (a few hundred bytes), not the sections holding them: most
 /// PE files on a disk are not drivers and are ruled out here. A damaged table answers what it
@@ -184,13 +189,19 @@ fn imports_kernel<'data, R: ReadRef<'data>>(
     sections: &SectionTable<'data>,
     data: R,
 ) -> bool {
+    let file_range_at = |rva: u32| {
+        sections
+            .iter()
+            .take(MAX_SECTIONS)
+            .find_map(|section| section.pe_file_range_at(rva))
+    };
     let read_at = |rva: u32, len: u32| -> Option<&'data [u8]> {
-        let (offset, available) = sections.pe_file_range_at(rva)?;
+        let (offset, available) = file_range_at(rva)?;
         data.read_bytes_at(u64::from(offset), u64::from(len.min(available)))
             .ok()
     };
     let name_at = |rva: u32| -> Option<&'data [u8]> {
-        let (offset, available) = sections.pe_file_range_at(rva)?;
+        let (offset, available) = file_range_at(rva)?;
         let end = u64::from(offset) + u64::from(available.min(256));
         data.read_bytes_at_until(u64::from(offset)..end, 0).ok()
     };

@@ -41,6 +41,14 @@ pub struct TagFile {
     pub problems: Vec<TagFileProblem>,
 }
 
+/// Problems reported per file at most; one more says that the rest are not. A file of junk
+/// lines would otherwise cost a message, with a copy of its line, per line.
+const MAX_PROBLEMS: usize = 100;
+
+/// Entries read per file at most (Microsoft's Pooltag.txt has about 4,600): memory stays
+/// bounded whatever the file holds. A tag line past it is a problem.
+const MAX_ENTRIES: usize = 1 << 18;
+
 /// Is this file name one of the tag files pooltag reads (`pooltag.txt`, `localtag.txt`, any case)?
 pub fn is_tag_file_name(name: &str) -> bool {
     name.eq_ignore_ascii_case("pooltag.txt") || name.eq_ignore_ascii_case("localtag.txt")
@@ -72,6 +80,11 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
         return;
     }
     let mut problem = |message: String| {
+        let message = match parsed.problems.len() {
+            n if n < MAX_PROBLEMS => message,
+            n if n == MAX_PROBLEMS => "more malformed lines follow; they are not reported".into(),
+            _ => return,
+        };
         parsed.problems.push(TagFileProblem {
             line: number,
             message,
@@ -90,6 +103,10 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
         problem(format!(
             "not a tag line (the tag must be 1 to 4 printable ASCII characters): '{trimmed}'"
         ));
+        return;
+    }
+    if parsed.entries.len() >= MAX_ENTRIES {
+        problem(format!("more than {MAX_ENTRIES} entries; line ignored"));
         return;
     }
     let tag = format!("{tag_text:<4}");

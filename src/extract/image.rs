@@ -11,8 +11,13 @@ use object::read::pe::{
     ImageNtHeaders, ImageOptionalHeader, Import as ImportName, ImportThunkList, PeFile,
 };
 
-/// Imports read per image at most: a hostile import table cannot make the work unbounded.
+/// Import thunks read per image at most, all descriptors together: a hostile import table
+/// (thousands of descriptors sharing one long thunk list) cannot make the work unbounded.
 const MAX_IMPORTS: usize = 65_536;
+
+/// Sections kept per image at most: the Windows loader's limit (PE format, `NumberOfSections`).
+/// Every RVA lookup scans the sections, so 65,535 of them would make each lookup that costly.
+const MAX_SECTIONS: usize = 96;
 
 /// The instruction set of an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +112,11 @@ fn parse_as<'data, Pe: ImageNtHeaders>(data: &'data [u8]) -> Option<Image<'data>
         pe::IMAGE_FILE_MACHINE_ARM64 => Arch::Arm64,
         _ => Arch::Other,
     };
+    // A hostile section table cannot multiply the work: sections without data are dropped (no
+    // lookup lands in them), at most MAX_SECTIONS are kept, and together they hold at most the
+    // file's length of data. A real image's sections do not overlap in the file, so theirs fit;
+    // thousands of headers over the same bytes do not.
+    let mut budget = data.len();
     let sections = file
         .section_table()
         .iter()
@@ -118,6 +128,11 @@ fn parse_as<'data, Pe: ImageNtHeaders>(data: &'data [u8]) -> Option<Image<'data>
             if virtual_size != 0 && (virtual_size as usize) < section_data.len() {
                 section_data = &section_data[..virtual_size as usize];
             }
+            section_data = &section_data[..section_data.len().min(budget)];
+            if section_data.is_empty() {
+                return None;
+            }
+            budget -= section_data.len();
             Some(Section {
                 name: String::from_utf8_lossy(&header.name[..name_end]).into_owned(),
                 rva,
@@ -131,11 +146,13 @@ fn parse_as<'data, Pe: ImageNtHeaders>(data: &'data [u8]) -> Option<Image<'data>
                         == 0,
             })
         })
+        .take(MAX_SECTIONS)
         .collect();
     let mut imports = HashMap::new();
     // A damaged table gives the imports read before the damage.
-    let _ = read_imports(&file, &mut imports);
-    let _ = read_delay_imports(&file, &mut imports);
+    let mut budget = MAX_IMPORTS;
+    let _ = read_imports(&file, &mut imports, &mut budget);
+    let _ = read_delay_imports(&file, &mut imports, &mut budget);
     Some(Image {
         arch,
         image_base: headers.optional_header().image_base(),
@@ -147,11 +164,15 @@ fn parse_as<'data, Pe: ImageNtHeaders>(data: &'data [u8]) -> Option<Image<'data>
 fn read_imports<'data, Pe: ImageNtHeaders>(
     file: &PeFile<'data, Pe, &'data [u8]>,
     imports: &mut HashMap<u32, Import>,
+    budget: &mut usize,
 ) -> object::Result<()> {
     let Some(table) = file.import_table()? else {
         return Ok(());
     };
     for descriptor in table.descriptors()? {
+        if *budget == 0 {
+            break;
+        }
         let descriptor = descriptor?;
         let module = String::from_utf8_lossy(table.name(descriptor.name.get(LE))?).into_owned();
         let iat = descriptor.first_thunk.get(LE);
@@ -160,7 +181,14 @@ fn read_imports<'data, Pe: ImageNtHeaders>(
             lookup => lookup,
         };
         let thunks = table.thunks(names)?;
-        bind_slots::<Pe>(&module, thunks, iat, |t| table.import::<Pe>(t), imports)?;
+        bind_slots::<Pe>(
+            &module,
+            thunks,
+            iat,
+            |t| table.import::<Pe>(t),
+            imports,
+            budget,
+        )?;
     }
     Ok(())
 }
@@ -168,33 +196,47 @@ fn read_imports<'data, Pe: ImageNtHeaders>(
 fn read_delay_imports<'data, Pe: ImageNtHeaders>(
     file: &PeFile<'data, Pe, &'data [u8]>,
     imports: &mut HashMap<u32, Import>,
+    budget: &mut usize,
 ) -> object::Result<()> {
     let Some(table) = file.delay_load_import_table()? else {
         return Ok(());
     };
     for descriptor in table.descriptors()? {
+        if *budget == 0 {
+            break;
+        }
         let descriptor = descriptor?;
         let module =
             String::from_utf8_lossy(table.name(descriptor.dll_name_rva.get(LE))?).into_owned();
         let thunks = table.thunks(descriptor.import_name_table_rva.get(LE))?;
         let iat = descriptor.import_address_table_rva.get(LE);
-        bind_slots::<Pe>(&module, thunks, iat, |t| table.import::<Pe>(t), imports)?;
+        bind_slots::<Pe>(
+            &module,
+            thunks,
+            iat,
+            |t| table.import::<Pe>(t),
+            imports,
+            budget,
+        )?;
     }
     Ok(())
 }
 
-/// Binds consecutive IAT slots from `slot` on to the functions the lookup thunks name.
+/// Binds consecutive IAT slots from `slot` on to the functions the lookup thunks name, reading
+/// at most `budget` thunks (less what it reads).
 fn bind_slots<'data, Pe: ImageNtHeaders>(
     module: &str,
     mut thunks: ImportThunkList<'data>,
     mut slot: u32,
     resolve: impl Fn(Pe::ImageThunkData) -> object::Result<ImportName<'data>>,
     imports: &mut HashMap<u32, Import>,
+    budget: &mut usize,
 ) -> object::Result<()> {
     while let Some(thunk) = thunks.next::<Pe>()? {
-        if imports.len() >= MAX_IMPORTS {
+        if *budget == 0 {
             break;
         }
+        *budget -= 1;
         let name = match resolve(thunk)? {
             ImportName::Name(_, name) => String::from_utf8_lossy(name).into_owned(),
             ImportName::Ordinal(ordinal) => format!("#{ordinal}"),

@@ -24,6 +24,11 @@ use image::{Arch, Image, Section};
 /// costs a bounded time (about a second). Real drivers have a few MB of code at most.
 pub const MAX_CODE_BYTES: usize = 64 << 20;
 
+/// Call and arg sites kept per file at most (a real driver has a few thousand): a hostile image
+/// of nothing but calls cannot make the list, and its sort, unbounded. Past it, tags still get
+/// their evidence level; only the sites are not kept.
+pub const MAX_SITES: usize = 1 << 18;
+
 /// How strongly a file is tied to a tag, weakest first. The database stores the number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Evidence {
@@ -122,7 +127,9 @@ impl Findings {
         rva: u32,
         section: &Section,
     ) {
-        if let Some(tag) = self.raise(value, evidence) {
+        if let Some(tag) = self.raise(value, evidence)
+            && self.sites.len() < MAX_SITES
+        {
             self.sites.push(Site {
                 tag,
                 evidence,

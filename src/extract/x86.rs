@@ -26,6 +26,10 @@ use super::Findings;
 use super::apis::{X86TagPlace, pool_api};
 use super::image::{Image, Section};
 
+/// Call targets whose thunk check is remembered, at most: a section of calls to millions of
+/// distinct targets cannot grow the cache without bound (a check is cheap anyway).
+const MAX_THUNK_CACHE: usize = 1 << 16;
+
 /// What a register or stack slot is known to hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Value {
@@ -379,7 +383,9 @@ impl Analysis<'_, '_> {
                 .then(|| self.memory_slot(&jump))
                 .flatten()
         });
-        self.thunks.insert(target, slot);
+        if self.thunks.len() < MAX_THUNK_CACHE {
+            self.thunks.insert(target, slot);
+        }
         slot
     }
 
