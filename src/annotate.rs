@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::extract::Evidence;
-use crate::query::{FileMatch, Scope, find_files};
+use crate::query::{FileMatch, Scope, find_entries, find_files};
 use crate::store::{Database, StoredEntry};
 use crate::tag::{Tag, TagPattern};
 
@@ -166,11 +166,7 @@ pub fn answers(db: &Database, lines: &[AnnotatedLine]) -> Result<HashMap<Tag, Ta
             .into_iter()
             .filter(|f| Some(f.evidence) == best)
             .collect();
-        let mut known: Vec<StoredEntry> = entries
-            .iter()
-            .filter(|e| TagPattern::from_field(&e.tag).matches(tag, false))
-            .cloned()
-            .collect();
+        let mut known = find_entries(&entries, std::slice::from_ref(&pattern), false);
         known.sort_by_key(|e| e.tag.contains(['?', '*']));
         known.dedup_by(|a, b| (&a.binary, &a.description) == (&b.binary, &b.description));
         answers.insert(

@@ -16,7 +16,7 @@ use std::io::Write;
 use crate::error::Result;
 use crate::extract::Evidence;
 use crate::print;
-use crate::query::{FileMatch, QueryAnswer, Scope, find_files};
+use crate::query::{FileMatch, QueryAnswer, Scope, find_entries, find_files};
 use crate::store::{Database, StoredEntry};
 use crate::tag::{Tag, TagPattern};
 use crate::tagfile;
@@ -117,11 +117,8 @@ fn localtag(
 /// The description Pooltag.txt gives `tag`: an entry for the same binary first, then an exact
 /// tag, then a wildcard.
 fn description_of(tag: Tag, binary: &str, entries: &[StoredEntry]) -> Option<String> {
-    let matching: Vec<&StoredEntry> = entries
-        .iter()
-        .filter(|e| TagPattern::from_field(&e.tag).matches(tag, false))
-        .collect();
-    let exact = |e: &&&StoredEntry| e.tag.as_bytes() == tag.0;
+    let matching = find_entries(entries, &[TagPattern::exact(tag)], false);
+    let exact = |e: &&StoredEntry| e.tag.as_bytes() == tag.0;
     matching
         .iter()
         .find(|e| e.binary.eq_ignore_ascii_case(binary) && exact(e))

@@ -366,7 +366,9 @@ fn store_outcomes(
             }
         }
         bar.inc(1);
-        bar.set_message(format!("{} read", human_bytes(summary.bytes_read)));
+        if !bar.is_hidden() {
+            bar.set_message(format!("{} read", human_bytes(summary.bytes_read)));
+        }
     }
     for (file, sha256) in waiting {
         match writer.content_id(&sha256) {

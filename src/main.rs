@@ -247,6 +247,7 @@ fn run_annotate(db: &std::path::Path, json: bool, inputs: &[std::path::PathBuf])
 
 /// `pooltag tags --collisions`: each `call`/`arg` tag of the files with its other users.
 fn run_tag_collisions(db: &Database, config: &TagsConfig) -> Result<Found> {
+    let entries = db.tag_entries()?;
     let mut drivers = Vec::new();
     let mut missing = false;
     for given in &config.files {
@@ -258,7 +259,7 @@ fn run_tag_collisions(db: &Database, config: &TagsConfig) -> Result<Found> {
         let name = file_name(&file.path).to_owned();
         let mut tags = Vec::new();
         for tag in query::file_tags(db, file.content_id, Evidence::Arg)? {
-            let collision = query::collisions(db, tag.tag, &name, Some(file.content_id))?;
+            let collision = query::collisions(db, &entries, tag.tag, &name, Some(file.content_id))?;
             tags.push((tag, collision));
         }
         drivers.push((file.path, tags));
@@ -272,6 +273,7 @@ fn run_tag_collisions(db: &Database, config: &TagsConfig) -> Result<Found> {
 fn run_check(db: &std::path::Path, json: bool, paths: &[std::path::PathBuf]) -> Result<Found> {
     use sha2::Digest;
     let database = Database::open(db)?;
+    let entries = database.tag_entries()?;
     let mut drivers = Vec::new();
     let mut failed = Vec::new();
     for path in paths {
@@ -309,7 +311,7 @@ fn run_check(db: &std::path::Path, json: bool, paths: &[std::path::PathBuf]) -> 
         tags.sort_by_key(|t| t.tag);
         let mut checked = Vec::new();
         for tag in tags {
-            let collision = query::collisions(&database, tag.tag, &name, own)?;
+            let collision = query::collisions(&database, &entries, tag.tag, &name, own)?;
             checked.push((tag, collision));
         }
         drivers.push((shown, checked));

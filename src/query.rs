@@ -164,31 +164,32 @@ pub fn find_files(
     Ok(files)
 }
 
-/// Pooltag.txt entries whose tag field meets any of `patterns`.
+/// The entries (of [`Database::tag_entries`], read once by the caller) whose tag field meets any
+/// of `patterns`: `AfdA` meets the line `Afd?`.
 pub fn find_entries(
-    db: &Database,
+    entries: &[StoredEntry],
     patterns: &[TagPattern],
     ignore_case: bool,
-) -> Result<Vec<StoredEntry>> {
-    Ok(db
-        .tag_entries()?
-        .into_iter()
+) -> Vec<StoredEntry> {
+    entries
+        .iter()
         .filter(|entry| {
             let field = TagPattern::from_field(&entry.tag);
             patterns.iter().any(|p| p.overlaps(&field, ignore_case))
         })
-        .collect())
+        .cloned()
+        .collect()
 }
 
 /// Known tags (indexed in a driver, or in Pooltag.txt without wildcards) that share the first
 /// three characters of an exact pattern, itself excluded.
 pub fn find_neighbours(
     db: &Database,
+    entries: &[StoredEntry],
     patterns: &[TagPattern],
     ignore_case: bool,
 ) -> Result<Vec<Tag>> {
     let mut near: BTreeSet<Tag> = BTreeSet::new();
-    let entries = db.tag_entries()?;
     for pattern in patterns {
         let Some(tag) = pattern.as_tag() else {
             continue;
@@ -219,10 +220,11 @@ pub fn answer(
     ignore_case: bool,
     scope: Scope,
 ) -> Result<QueryAnswer> {
-    let entries = find_entries(db, patterns, ignore_case)?;
+    let all_entries = db.tag_entries()?;
+    let entries = find_entries(&all_entries, patterns, ignore_case);
     let files = find_files(db, patterns, ignore_case, scope)?;
     let neighbours = if entries.is_empty() && files.is_empty() {
-        find_neighbours(db, patterns, ignore_case)?
+        find_neighbours(db, &all_entries, patterns, ignore_case)?
     } else {
         Vec::new()
     };
@@ -331,9 +333,11 @@ impl Collision {
 }
 
 /// The other users of `tag` than the driver named `own_name` (any case; its copies under the
-/// same name, and the content `own_content`, are the driver itself).
+/// same name, and the content `own_content`, are the driver itself). `entries` are the
+/// database's tag-file entries, read once by the caller.
 pub fn collisions(
     db: &Database,
+    entries: &[StoredEntry],
     tag: Tag,
     own_name: &str,
     own_content: Option<i64>,
@@ -352,7 +356,7 @@ pub fn collisions(
         !is_own(name) && Some(f.file.content_id) != own_content
     })
     .collect();
-    let entries = find_entries(db, std::slice::from_ref(&pattern), false)?
+    let entries = find_entries(entries, std::slice::from_ref(&pattern), false)
         .into_iter()
         .filter(|e| !is_own(&e.binary))
         .collect();

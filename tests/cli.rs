@@ -1097,7 +1097,7 @@ fn queries_during_an_index_see_one_whole_database() {
     let s = Scratch::new();
     let only_x64 = s.dir.path().join("x64");
     copy_tree(&s.root().join("x64-O2"), &only_x64);
-    let answer = |root: &Path| {
+    let index = |root: &Path| {
         pooltag()
             .arg("--db")
             .arg(s.db())
@@ -1105,6 +1105,9 @@ fn queries_during_an_index_see_one_whole_database() {
             .arg(root)
             .assert()
             .success();
+    };
+    let answer = |root: &Path| {
+        index(root);
         stdout(&s.query(&["--json", "1B*"]).success())
     };
     let small = answer(&only_x64);
@@ -1138,15 +1141,9 @@ fn queries_during_an_index_see_one_whole_database() {
                 })
             })
             .collect();
+        let whole = s.root();
         for round in 0..8 {
-            let root = if round % 2 == 0 { &only_x64 } else { &s.root() };
-            pooltag()
-                .arg("--db")
-                .arg(s.db())
-                .args(["index", "--full"])
-                .arg(root)
-                .assert()
-                .success();
+            index(if round % 2 == 0 { &only_x64 } else { &whole });
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for reader in readers {

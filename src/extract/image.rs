@@ -81,20 +81,8 @@ impl<'data> Image<'data> {
     /// Up to `len` bytes of file data at `rva` (fewer at the end of a section).
     pub fn bytes_at(&self, rva: u32, len: usize) -> Option<&'data [u8]> {
         let (section, offset) = self.section_at(rva)?;
-        let end = section.data.len().min(offset + len);
+        let end = section.data.len().min(offset.saturating_add(len));
         Some(&section.data[offset..end])
-    }
-
-    /// The four bytes at `rva`, read little-endian.
-    pub fn u32_at(&self, rva: u32) -> Option<u32> {
-        let bytes: [u8; 4] = self.bytes_at(rva, 4)?.try_into().ok()?;
-        Some(u32::from_le_bytes(bytes))
-    }
-
-    /// The eight bytes at `rva`, read little-endian.
-    pub fn u64_at(&self, rva: u32) -> Option<u64> {
-        let bytes: [u8; 8] = self.bytes_at(rva, 8)?.try_into().ok()?;
-        Some(u64::from_le_bytes(bytes))
     }
 
     /// The RVA of a virtual address (an absolute address in x86 code), if it lies in the image.
