@@ -157,28 +157,25 @@ fn read_imports<'data, Pe: ImageNtHeaders>(
     let Some(table) = file.import_table()? else {
         return Ok(());
     };
-    for descriptor in table.descriptors()? {
-        if *budget == 0 {
-            break;
-        }
-        let descriptor = descriptor?;
-        let module = String::from_utf8_lossy(table.name(descriptor.name.get(LE))?).into_owned();
-        let iat = descriptor.first_thunk.get(LE);
-        let names = match descriptor.original_first_thunk.get(LE) {
-            0 => iat,
-            lookup => lookup,
-        };
-        let thunks = table.thunks(names)?;
-        bind_slots::<Pe>(
-            &module,
-            thunks,
-            iat,
-            |t| table.import::<Pe>(t),
-            imports,
-            budget,
-        )?;
-    }
-    Ok(())
+    // (module name, lookup thunks, IAT); without lookup thunks the IAT names the functions.
+    let descriptors = table.descriptors()?.map(|d| {
+        d.map(|d| {
+            let iat = d.first_thunk.get(LE);
+            let names = match d.original_first_thunk.get(LE) {
+                0 => iat,
+                lookup => lookup,
+            };
+            (d.name.get(LE), names, iat)
+        })
+    });
+    read_directory::<Pe>(
+        descriptors,
+        |a| table.name(a),
+        |a| table.thunks(a),
+        |t| table.import::<Pe>(t),
+        imports,
+        budget,
+    )
 }
 
 fn read_delay_imports<'data, Pe: ImageNtHeaders>(
@@ -189,23 +186,43 @@ fn read_delay_imports<'data, Pe: ImageNtHeaders>(
     let Some(table) = file.delay_load_import_table()? else {
         return Ok(());
     };
-    for descriptor in table.descriptors()? {
+    let descriptors = table.descriptors()?.map(|d| {
+        d.map(|d| {
+            (
+                d.dll_name_rva.get(LE),
+                d.import_name_table_rva.get(LE),
+                d.import_address_table_rva.get(LE),
+            )
+        })
+    });
+    read_directory::<Pe>(
+        descriptors,
+        |a| table.name(a),
+        |a| table.thunks(a),
+        |t| table.import::<Pe>(t),
+        imports,
+        budget,
+    )
+}
+
+/// Binds the IAT slots of every (module name, lookup thunks, IAT) descriptor of a table, the
+/// ordinary or the delay-load one: `module`, `thunks` and `function` are that table's readers
+/// (object's two table types share their methods, not a trait).
+fn read_directory<'data, Pe: ImageNtHeaders>(
+    descriptors: impl Iterator<Item = object::Result<(u32, u32, u32)>>,
+    module: impl Fn(u32) -> object::Result<&'data [u8]>,
+    thunks: impl Fn(u32) -> object::Result<ImportThunkList<'data>>,
+    function: impl Fn(Pe::ImageThunkData) -> object::Result<ImportName<'data>>,
+    imports: &mut HashMap<u32, Import>,
+    budget: &mut usize,
+) -> object::Result<()> {
+    for descriptor in descriptors {
         if *budget == 0 {
             break;
         }
-        let descriptor = descriptor?;
-        let module =
-            String::from_utf8_lossy(table.name(descriptor.dll_name_rva.get(LE))?).into_owned();
-        let thunks = table.thunks(descriptor.import_name_table_rva.get(LE))?;
-        let iat = descriptor.import_address_table_rva.get(LE);
-        bind_slots::<Pe>(
-            &module,
-            thunks,
-            iat,
-            |t| table.import::<Pe>(t),
-            imports,
-            budget,
-        )?;
+        let (name, names, iat) = descriptor?;
+        let module = String::from_utf8_lossy(module(name)?).into_owned();
+        bind_slots::<Pe>(&module, thunks(names)?, iat, &function, imports, budget)?;
     }
     Ok(())
 }
