@@ -148,6 +148,20 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
             return Err(Error::new(format!("{given}: {e}")));
         }
     }
+    // A named tag file that is not there is a wrong use, not a file error to count: the run
+    // would otherwise drop the entries it gave before.
+    for tag_file in &config.tag_files {
+        let shown = tag_file.display();
+        match std::fs::metadata(tag_file) {
+            Err(e) => return Err(Error::new(format!("--pooltag-txt {shown}: {e}"))),
+            Ok(m) if m.is_dir() => {
+                return Err(Error::new(format!(
+                    "--pooltag-txt {shown}: is a directory, not a tag file"
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
     let host = &config.host;
     let previous = if config.full {
         None
@@ -172,10 +186,11 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
             .map(Job::Walked)
             .chain(config.tag_files.iter().cloned().map(Job::TagFile))
             .par_bridge()
-            .for_each_with(sender, |sender, job| {
-                // The writer stopping (a database error) ends the run: stop sending.
-                let _ = sender.send(process(job, &shared));
-            });
+            // The writer stopping (a database error, a full disk) ends the run: the first
+            // failed send stops the walk and every worker, instead of reading the whole tree
+            // for nothing.
+            .try_for_each_with(sender, |sender, job| sender.send(process(job, &shared)))
+            .ok();
         stored
             .join()
             .unwrap_or_else(|_| Err(Error::new("internal error: the database writer stopped")))

@@ -975,7 +975,8 @@ fn index_without_a_root_says_what_to_pass() {
         );
 }
 
-/// Every wrong use: one line on stderr naming what is wrong, exit 2, nothing on stdout.
+/// Every wrong use: one line on stderr naming what is wrong (with the usage line when arguments
+/// are missing), exit 2, nothing on stdout.
 #[test]
 fn wrong_uses_get_one_clear_line() {
     let s = Scratch::new();
@@ -1021,7 +1022,13 @@ fn wrong_uses_get_one_clear_line() {
         ),
         (
             vec!["query"],
-            "the following required arguments were not provided:".into(),
+            "the following required arguments were not provided:\n  <PATTERN>...\n\n\
+             Usage: pooltag query <PATTERN>..."
+                .into(),
+        ),
+        (
+            vec!["index", "--pooltag-txt", &missing, "."],
+            format!("--pooltag-txt {missing}: No such file or directory (os error 2)"),
         ),
     ];
     for (args, message) in cases {
