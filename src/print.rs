@@ -358,6 +358,12 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
         "  {} files, {} distinct contents",
         info.files, info.contents
     )?;
+    let analyses: Vec<String> = info
+        .analyses
+        .iter()
+        .map(|(analysis, n)| format!("{analysis} {n}"))
+        .collect();
+    writeln!(out, "  contents by analysis: {}", analyses.join(", "))?;
     let machines: Vec<String> = info
         .machines
         .iter()
@@ -405,6 +411,11 @@ pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> 
         .iter()
         .map(|(level, n)| (level.name().to_owned(), serde_json::json!(n)))
         .collect();
+    let analyses: serde_json::Map<String, serde_json::Value> = info
+        .analyses
+        .iter()
+        .map(|(analysis, n)| (analysis.clone(), serde_json::json!(n)))
+        .collect();
     let tag_files: Vec<serde_json::Value> = info
         .tag_files
         .iter()
@@ -412,7 +423,7 @@ pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> 
         .collect();
     let value = serde_json::json!({
         "path": info.path, "size": info.size, "schema": info.schema, "integrity": integrity,
-        "runs": runs, "files": info.files, "contents": info.contents,
+        "runs": runs, "files": info.files, "contents": info.contents, "analyses": analyses,
         "machines": machines, "tags": tags, "tag_files": tag_files,
     });
     serde_json::to_writer(&mut *out, &value).map_err(io::Error::from)?;
