@@ -221,15 +221,8 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     let (sender, receiver) = sync_channel::<Outcome>(256);
 
     let mut summary = std::thread::scope(|scope| {
-        let stored = scope.spawn(|| {
-            store_outcomes(
-                &mut writer,
-                &previous_index,
-                receiver,
-                &bar,
-                config.verbose,
-            )
-        });
+        let stored = scope
+            .spawn(|| store_outcomes(&mut writer, &previous_index, receiver, &bar, config.verbose));
         walk(&roots)
             .map(Job::Walked)
             .chain(config.tag_files.iter().cloned().map(Job::TagFile))
@@ -310,7 +303,10 @@ fn process(job: Job, shared: &Shared) -> Outcome {
     };
     let shown = path_text(&path);
     let file = FileRecord {
-        name: path.file_name().map(|n| path_text(n.as_ref())).unwrap_or_default(),
+        name: path
+            .file_name()
+            .map(|n| path_text(n.as_ref()))
+            .unwrap_or_default(),
         path: shown.clone(),
         size,
         mtime_ns,
@@ -393,19 +389,20 @@ fn store_outcomes(
     };
     // A path this run stored already: two names that read the same once stored (a name holding
     // a literal `\xFE` beside one holding the byte 0xFE). Said, never dropped silently.
-    let store_file = |writer: &mut IndexWriter, summary: &mut IndexSummary, file: &FileRecord, id| {
-        if !writer.add_file(file, id)? {
-            summary.errors += 1;
-            bar.suspend(|| {
-                eprintln!(
-                    "pooltag: {}: another file's name reads the same once stored; only the \
+    let store_file =
+        |writer: &mut IndexWriter, summary: &mut IndexSummary, file: &FileRecord, id| {
+            if !writer.add_file(file, id)? {
+                summary.errors += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "pooltag: {}: another file's name reads the same once stored; only the \
                      first is indexed",
-                    file.path
-                )
-            });
-        }
-        Ok::<_, Error>(())
-    };
+                        file.path
+                    )
+                });
+            }
+            Ok::<_, Error>(())
+        };
     for outcome in receiver {
         summary.files_seen += 1;
         match outcome {
@@ -418,13 +415,15 @@ fn store_outcomes(
             Outcome::Twin(file, sha256, status, read) => {
                 summary.bytes_read += read;
                 count(&mut summary, status);
-                let known = writer.content_id(&sha256);
-                match known.or_else(|| previous.contents.get(&sha256).copied()) {
-                    Some(id) => {
-                        writer.reuse_content(id)?;
-                        store_file(writer, &mut summary, &file, id)?;
-                    }
-                    None => waiting.push((file, sha256)),
+                // Stored in this run already, else kept from the previous database (only
+                // those are "reused": the previous posting lists are filtered by them).
+                if let Some(id) = writer.content_id(&sha256) {
+                    store_file(writer, &mut summary, &file, id)?;
+                } else if let Some(&id) = previous.contents.get(&sha256) {
+                    writer.reuse_content(id)?;
+                    store_file(writer, &mut summary, &file, id)?;
+                } else {
+                    waiting.push((file, sha256));
                 }
             }
             Outcome::Unchanged(file, content_id) => {

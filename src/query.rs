@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::extract::Evidence;
-use crate::store::{Database, StoredEntry, StoredFile, StoredSite};
+use crate::store::{Database, StoredEntry, StoredFile, StoredSite, path_text};
 use crate::tag::{Tag, TagPattern};
 
 /// How `pooltag query` prints.
@@ -251,14 +251,21 @@ pub fn list_files(
     Ok(paths.into_iter().collect())
 }
 
-/// The file a `pooltag tags` argument names: its path as indexed (as given or made absolute),
-/// else the one indexed file whose path ends with the given one (`x64\\afd.sys`, `afd.sys`;
-/// either slash).
+/// The file a `pooltag tags` argument names: its path as indexed (as given, made absolute and
+/// normalised as `index` stores roots, or with symbolic links resolved), else the one indexed
+/// file whose path ends with the given one (`x64\\afd.sys`, `afd.sys`; either slash). Several
+/// indexed files of that name holding the same content (a DriverStore copy and its System32
+/// twin) are one answer.
 pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
-    let absolute = std::path::absolute(given)
-        .map(|p| p.to_string_lossy().into_owned())
+    let as_path = std::path::Path::new(given);
+    let absolute = std::path::absolute(as_path)
+        .map(|p| path_text(&crate::walk::normalise(&p)))
         .unwrap_or_else(|_| given.to_owned());
-    for path in [given, absolute.as_str()] {
+    let resolved = std::fs::canonicalize(as_path).map(|p| path_text(&p)).ok();
+    for path in [Some(given), Some(absolute.as_str()), resolved.as_deref()]
+        .into_iter()
+        .flatten()
+    {
         if let Some(file) = db.file_with_path(path)? {
             return Ok(Some(file));
         }
@@ -266,7 +273,7 @@ pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
     let normalize = |p: &str| p.replace('\\', "/").to_lowercase();
     let wanted = normalize(given);
     let name = wanted.rsplit('/').next().unwrap_or_default();
-    let mut named: Vec<StoredFile> = db
+    let named: Vec<StoredFile> = db
         .files_named(name)?
         .into_iter()
         .filter(|f| {
@@ -276,7 +283,7 @@ pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
         .collect();
     match named.len() {
         0 => Ok(None),
-        1 => Ok(named.pop()),
+        _ if named.iter().all(|f| f.sha256 == named[0].sha256) => Ok(named.into_iter().next()),
         n => Err(Error::new(format!(
             "{given}: {n} indexed files have this name; give one of their paths:\n  {}",
             named

@@ -72,9 +72,10 @@ pub fn outermost<T>(roots: Vec<(T, PathBuf)>) -> Vec<(T, PathBuf)> {
         .into_iter()
         .enumerate()
         .filter(|(i, (_, root))| {
-            !paths.iter().enumerate().any(|(j, other)| {
-                j != *i && root.starts_with(other) && (root != other || j < *i)
-            })
+            !paths
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != *i && root.starts_with(other) && (root != other || j < *i))
         })
         .map(|(_, root)| root)
         .collect()

@@ -182,7 +182,10 @@ fn index_on_one_host_keeps_the_others_files() {
             .collect::<rusqlite::Result<_>>()
             .unwrap()
     };
-    assert_eq!(per_host(&all), vec![("alpha".into(), 24), ("beta".into(), 24)]);
+    assert_eq!(
+        per_host(&all),
+        vec![("alpha".into(), 24), ("beta".into(), 24)]
+    );
     // With --prune, only what that run found: alpha's x64-O2 files go, beta's stay.
     pooltag()
         .arg("--db")
@@ -198,7 +201,10 @@ fn index_on_one_host_keeps_the_others_files() {
         .assert()
         .success());
     assert_eq!(hosts.lines().count(), 3, "{hosts}");
-    assert_eq!(per_host(&all), vec![("alpha".into(), 10), ("beta".into(), 24)]);
+    assert_eq!(
+        per_host(&all),
+        vec![("alpha".into(), 10), ("beta".into(), 24)]
+    );
     let conn = rusqlite::Connection::open(&all).unwrap();
     let broken: i64 = conn
         .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {

@@ -105,3 +105,315 @@ fn names_in_any_script_are_indexed() {
         )
     );
 }
+
+/// `export --format json --evidence bytes`: every (tag, file) pair the database answers.
+fn export_all(s: &Scratch) -> String {
+    stdout(
+        &s.pooltag(&[
+            "export".as_ref(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "--evidence".as_ref(),
+            "bytes".as_ref(),
+        ])
+        .success(),
+    )
+}
+
+#[test]
+fn a_run_with_code_analysis_redoes_a_bytes_only_one() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O2/basic.sys", "root/basic.sys");
+    s.put("x64-O2/wrapper.sys", "root/copy/wrapper.sys");
+    let bytes_only = pooltag()
+        .arg("--db")
+        .arg(s.db())
+        .args(["index", "--bytes-only"])
+        .arg(&root)
+        .assert()
+        .success();
+    assert_eq!(
+        driver_counts(&bytes_only),
+        "driver binaries indexed (2 new, 0 changed, 0 unchanged, 0 removed)"
+    );
+    let call = [
+        "query".as_ref(),
+        "-l".as_ref(),
+        "--evidence".as_ref(),
+        "call".as_ref(),
+    ];
+    s.pooltag(&[&call[..], &["1Ba1".as_ref()]].concat()).code(1);
+    let full = s.index(&[&root]).success();
+    assert_eq!(
+        driver_counts(&full),
+        "driver binaries indexed (0 new, 0 changed, 2 unchanged, 0 removed, 2 analysed again)"
+    );
+    s.pooltag(&[&call[..], &["1Ba1".as_ref()]].concat())
+        .success()
+        .stdout(format!("{}\n", root.join("basic.sys").display()));
+    // The same analysis again: nothing is read.
+    let again = s.index(&[&root]).success();
+    assert_eq!(
+        driver_counts(&again),
+        "driver binaries indexed (0 new, 0 changed, 2 unchanged, 0 removed)"
+    );
+    // The result is what one full run gives.
+    let reference = Scratch::new();
+    pooltag()
+        .arg("--db")
+        .arg(reference.db())
+        .arg("index")
+        .arg(&root)
+        .assert()
+        .success();
+    assert_eq!(export_all(&s), export_all(&reference));
+    let info: serde_json::Value = serde_json::from_str(&stdout(
+        &s.pooltag(&["info".as_ref(), "--json".as_ref()]).success(),
+    ))
+    .unwrap();
+    assert_eq!(
+        info["analyses"],
+        serde_json::json!({ format!("{}:code", pooltag::extract::ANALYSIS_VERSION): 2 })
+    );
+}
+
+#[test]
+fn a_second_root_adds_to_the_first_and_prune_keeps_only_the_last() {
+    let s = Scratch::new();
+    let (a, b) = (s.path("a"), s.path("b"));
+    s.put("x64-O2/basic.sys", "a/basic.sys");
+    s.put("x86-O2/basic.sys", "b/basic.sys");
+    let tags = s.path("tags.txt");
+    fs::write(&tags, "1Ba1 - basic.sys - named with --pooltag-txt\n").unwrap();
+    pooltag()
+        .arg("--db")
+        .arg(s.db())
+        .arg("index")
+        .arg("--pooltag-txt")
+        .arg(&tags)
+        .arg(&a)
+        .assert()
+        .success();
+    let second = s.index(&[&b]).success();
+    assert_eq!(
+        driver_counts(&second),
+        "driver binaries indexed (1 new, 0 changed, 0 unchanged, 0 removed)"
+    );
+    let both = format!(
+        "{}\n{}\n",
+        a.join("basic.sys").display(),
+        b.join("basic.sys").display()
+    );
+    let list = ["query".as_ref(), "-l".as_ref(), "1Ba1".as_ref()];
+    s.pooltag(&list).success().stdout(both.clone());
+    // The tag file named in the first run is still there.
+    let answer = stdout(&s.pooltag(&["query".as_ref(), "1Ba1".as_ref()]).success());
+    assert!(
+        answer.starts_with(&format!(
+            "Pooltag.txt:\n  1Ba1  basic.sys - named with --pooltag-txt\n        {}:1\n",
+            tags.display()
+        )),
+        "{answer}"
+    );
+    // A file removed under a root goes; the same root written another way is the same root.
+    fs::remove_file(b.join("basic.sys")).unwrap();
+    let third = s.index(&[&s.path("b/../b")]).success();
+    assert_eq!(
+        driver_counts(&third),
+        "driver binaries indexed (0 new, 0 changed, 0 unchanged, 1 removed)"
+    );
+    s.put("x86-O2/basic.sys", "b/basic.sys");
+    s.index(&[&b]).success();
+    s.pooltag(&list).success().stdout(both);
+    // --prune: only what this run found.
+    let pruned = pooltag()
+        .arg("--db")
+        .arg(s.db())
+        .args(["index", "--prune"])
+        .arg(&b)
+        .assert()
+        .success();
+    assert_eq!(
+        driver_counts(&pruned),
+        "driver binaries indexed (0 new, 0 changed, 1 unchanged, 1 removed)"
+    );
+    s.pooltag(&list)
+        .success()
+        .stdout(format!("{}\n", b.join("basic.sys").display()));
+    assert_eq!(
+        stdout(&s.pooltag(&["query".as_ref(), "1Ba1".as_ref()]).success())
+            .lines()
+            .next(),
+        Some("Drivers:")
+    );
+}
+
+#[test]
+fn a_root_given_twice_or_inside_another_is_walked_once() {
+    let s = Scratch::new();
+    s.put("x64-O2/basic.sys", "root/sub/basic.sys");
+    s.put("x64-O2/wrapper.sys", "root/wrapper.sys");
+    let root = s.path("root");
+    let assert = s
+        .index(&[&root, &s.path("root/sub"), &s.path("root/sub/../../root")])
+        .success();
+    let summary = stderr(&assert);
+    assert!(
+        summary.starts_with(
+            "pooltag: 2 files seen, 2 driver binaries indexed (2 new, 0 changed, 0 unchanged, \
+             0 removed), "
+        ),
+        "{summary}"
+    );
+}
+
+#[test]
+fn merge_keeps_the_stronger_analysis_in_any_order() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O2/basic.sys", "root/basic.sys");
+    let (full, bytes) = (s.path("full.db"), s.path("bytes.db"));
+    for (db, extra) in [(&full, None), (&bytes, Some("--bytes-only"))] {
+        pooltag()
+            .arg("--db")
+            .arg(db)
+            .arg("index")
+            .args(extra)
+            .arg(&root)
+            .assert()
+            .success();
+    }
+    for (first, second) in [(&full, &bytes), (&bytes, &full)] {
+        let merged = s.path("merged.db");
+        let _ = fs::remove_file(&merged);
+        pooltag()
+            .arg("--db")
+            .arg(&merged)
+            .arg("merge")
+            .arg(first)
+            .arg(second)
+            .assert()
+            .success();
+        let tags = stdout(
+            &pooltag()
+                .arg("--db")
+                .arg(&merged)
+                .args(["tags", "--evidence", "call", "--json"])
+                .arg(root.join("basic.sys"))
+                .assert()
+                .success(),
+        );
+        assert!(tags.contains(r#""tag":"1Ba1","#), "{tags}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn tags_finds_a_file_by_a_relative_path_a_link_or_a_name_of_identical_copies() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O2/basic.sys", "root/a/basic.sys");
+    s.put("x64-O2/basic.sys", "root/b/basic.sys");
+    s.put("x86-O2/wrapper.sys", "root/a/wrapper.sys");
+    std::os::unix::fs::symlink(root.join("a"), s.path("link")).unwrap();
+    s.index(&[&root]).success();
+    let call_tags = |given: &str| {
+        pooltag()
+            .current_dir(s.path("root/a"))
+            .arg("--db")
+            .arg(s.db())
+            .args(["tags", "--evidence", "call", given])
+            .assert()
+    };
+    let wrapper = format!("{}\n  4Wi1  call\n", root.join("a/wrapper.sys").display());
+    let wrapper_out = stdout(&call_tags("../a/wrapper.sys").success());
+    assert!(
+        wrapper_out.starts_with(&wrapper[..wrapper.find('\n').unwrap()]),
+        "{wrapper_out}"
+    );
+    let through_link = s.path("link/wrapper.sys").display().to_string();
+    assert_eq!(stdout(&call_tags(&through_link).success()), wrapper_out);
+    // Two copies of one content under one name: one answer, the first path.
+    let basic = stdout(
+        &pooltag()
+            .current_dir(&root)
+            .arg("--db")
+            .arg(s.db())
+            .args(["tags", "--evidence", "call", "basic.sys"])
+            .assert()
+            .success(),
+    );
+    assert!(
+        basic.starts_with(&format!("{}\n", root.join("a/basic.sys").display())),
+        "{basic}"
+    );
+}
+
+#[test]
+fn a_localtag_export_leaves_out_tags_that_read_back_as_wildcards() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    for build in ["x64-O0", "x64-O2", "x86-O2", "arm64-O2"] {
+        for fixture in ["cond", "table", "decoys"] {
+            s.put(
+                &format!("{build}/{fixture}.sys"),
+                format!("root/{build}/{fixture}.sys"),
+            );
+        }
+    }
+    // Text in the file holding `?` and `*`: windows such as `Ab?d` are tags at the bytes level.
+    let mut with_text = fs::read(fixture("x64-O2/basic.sys")).unwrap();
+    with_text.extend_from_slice(b"\0Ab?dXy*z\0");
+    fs::write(root.join("text.sys"), with_text).unwrap();
+    s.index(&[&root]).success();
+    let exported = s.path("localtag.txt");
+    let assert = s
+        .pooltag(&[
+            "export".as_ref(),
+            "--format".as_ref(),
+            "localtag".as_ref(),
+            "--evidence".as_ref(),
+            "bytes".as_ref(),
+            "-o".as_ref(),
+            exported.as_os_str(),
+        ])
+        .success();
+    let text = fs::read_to_string(&exported).unwrap();
+    let written: Vec<&str> = text.lines().skip(1).map(|l| &l[..4]).collect();
+    assert!(written.len() > 100, "{}", written.len());
+    assert!(written.iter().all(|t| !t.contains(['?', '*'])), "{text}");
+    let left_out = stderr(&assert);
+    assert!(
+        left_out.starts_with("pooltag: left out ")
+            && left_out.contains(" tags the tag-file format cannot carry: "),
+        "{left_out}"
+    );
+    let named: Vec<&str> = left_out
+        .trim_end()
+        .split("carry: ")
+        .nth(1)
+        .unwrap()
+        .split("' '")
+        .collect();
+    assert!(named.iter().any(|t| t.contains(['?', '*'])), "{left_out}");
+    // Read back, the file answers no tag it does not name.
+    let other = Scratch::new();
+    pooltag()
+        .arg("--db")
+        .arg(other.db())
+        .arg("index")
+        .arg("--pooltag-txt")
+        .arg(&exported)
+        .arg(&root)
+        .assert()
+        .success();
+    other
+        .pooltag(&[
+            "query".as_ref(),
+            "--evidence".as_ref(),
+            "call".as_ref(),
+            "AfdA".as_ref(),
+        ])
+        .code(1);
+}

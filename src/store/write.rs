@@ -26,8 +26,8 @@ use rusqlite::{Connection, params};
 
 use super::{describe, migrate, postings, read_only_uri};
 use crate::error::{Error, Result};
-use crate::extract::{Analysis, Findings};
 use crate::extract::version::VersionInfo;
+use crate::extract::{Analysis, Findings};
 use crate::read::PeSummary;
 use crate::tag::Tag;
 use crate::tagfile::TagFile;
@@ -258,9 +258,7 @@ impl IndexWriter {
         }
         let under_roots = "EXISTS (SELECT 1 FROM temp.roots r WHERE x.path = r.path \
              OR substr(x.path, 1, length(r.prefix)) = r.prefix)";
-        let kept_files = format!(
-            "x.host <> ?1 OR (NOT ?2 AND NOT {under_roots})",
-        );
+        let kept_files = format!("x.host <> ?1 OR (NOT ?2 AND NOT {under_roots})",);
         let kept_tag_files = format!(
             "x.host <> ?1 OR (NOT ?2 AND NOT {under_roots} \
              AND x.path NOT IN (SELECT path FROM temp.named))"
@@ -527,33 +525,39 @@ impl IndexWriter {
                 params![src_id, conn.last_insert_rowid()],
             )?;
         }
-        // Contents the hosts' files use: shared by SHA-256, else new. A shared content takes
-        // this input's analysis when it is stronger (a newer analysis, then code over
-        // --bytes-only), so the order of the inputs does not matter.
-        let used: Vec<(i64, Vec<u8>, String)> = conn
+        // Contents the hosts' files use: shared by SHA-256, else new. Every content of the
+        // input already stored takes this input's analysis when it is stronger (a newer
+        // analysis, then code over --bytes-only), whichever input's files point to it, so the
+        // order of the inputs does not matter.
+        let contents: Vec<(i64, Vec<u8>, String, bool)> = conn
             .prepare(
-                "SELECT DISTINCT c.id, c.sha256, c.analysis FROM src.content c JOIN src.file f \
-                 ON f.content_id = c.id WHERE f.host IN (SELECT host FROM temp.hosts)",
+                "SELECT c.id, c.sha256, c.analysis, EXISTS (SELECT 1 FROM src.file f \
+                 WHERE f.content_id = c.id AND f.host IN (SELECT host FROM temp.hosts)) \
+                 FROM src.content c",
             )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        for (src_id, sha, analysis) in used {
+        for (src_id, sha, analysis, used) in contents {
             let sha = Sha256::try_from(sha.as_slice()).map_err(|_| damaged_list())?;
             let (id, new, renew) = match self.contents.get(&sha) {
                 Some(id) => {
-                    let stored: String = conn.query_row(
-                        "SELECT analysis FROM content WHERE id = ?1",
-                        [id],
-                        |r| r.get(0),
-                    )?;
-                    (*id, false, Analysis::parse(&analysis) > Analysis::parse(&stored))
+                    let stored: String =
+                        conn.query_row("SELECT analysis FROM content WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })?;
+                    (
+                        *id,
+                        false,
+                        Analysis::parse(&analysis) > Analysis::parse(&stored),
+                    )
                 }
-                None => {
+                None if used => {
                     let id = self.next_content_id;
                     self.next_content_id += 1;
                     self.contents.insert(sha, id);
                     (id, true, false)
                 }
+                None => continue,
             };
             conn.execute(
                 "INSERT INTO temp.content_map VALUES (?1, ?2, ?3, ?4)",

@@ -1,0 +1,169 @@
+//! Any sequence of incremental index runs (files added, changed and removed; `--bytes-only` or
+//! not; different roots; tag files added, changed and removed) followed by a final run answers
+//! exactly what one `--full` run over the same final state answers.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+
+use pooltag::export::{ExportFormat, export};
+use pooltag::extract::Evidence;
+use pooltag::index::{IndexConfig, run};
+use pooltag::store::Database;
+
+/// Driver binaries the files are copies of.
+const FIXTURES: [&str; 6] = [
+    "x64-O2/basic.sys",
+    "x64-O2/wrapper.sys",
+    "x86-O2/cond.sys",
+    "arm64-O2/table.sys",
+    "x64-O0/obref.sys",
+    "x86-O0/tailcall.sys",
+];
+
+/// Where a file lives: the two roots, and a folder inside the first.
+const FOLDERS: [&str; 3] = ["a", "b", "a/sub"];
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Writes fixture `.0` at folder `.1`, name `.2` (adds or changes it).
+    Write(usize, usize, usize),
+    Remove(usize, usize),
+    /// A pooltag.txt inside root `a`, with line `.0`, or none.
+    InnerTagFile(Option<usize>),
+    /// Rewrites the tag file named with --pooltag-txt.
+    NamedTagFile(usize),
+    /// An index run of these folders, with or without code analysis, pruning or not.
+    Index(Vec<usize>, bool, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0..FIXTURES.len(), 0..FOLDERS.len(), 0..3usize)
+            .prop_map(|(f, d, n)| Step::Write(f, d, n)),
+        1 => (0..FOLDERS.len(), 0..3usize).prop_map(|(d, n)| Step::Remove(d, n)),
+        1 => proptest::option::of(0..3usize).prop_map(Step::InnerTagFile),
+        1 => (0..3usize).prop_map(Step::NamedTagFile),
+        3 => (proptest::collection::vec(0..FOLDERS.len(), 1..3), any::<bool>(), any::<bool>())
+            .prop_map(|(roots, code, prune)| Step::Index(roots, code, prune)),
+    ]
+}
+
+struct Tree {
+    dir: tempfile::TempDir,
+    /// Every write gets a later modification time, so that a change is seen even when the
+    /// size stays the same and the clock is coarse.
+    clock: SystemTime,
+}
+
+impl Tree {
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn write(&mut self, relative: &str, bytes: &[u8]) {
+        let path = self.path(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        self.clock += Duration::from_secs(1);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(self.clock)
+            .unwrap();
+    }
+
+    fn index(&self, db: &Path, folders: &[usize], code: bool, full: bool, prune: bool) {
+        let roots = folders
+            .iter()
+            .map(|&f| {
+                let root = self.path(FOLDERS[f]);
+                fs::create_dir_all(&root).unwrap();
+                (root.display().to_string(), root)
+            })
+            .collect();
+        run(&IndexConfig {
+            db: db.to_owned(),
+            roots: pooltag::walk::outermost(roots),
+            tag_files: vec![self.path("named.txt")],
+            progress: false,
+            analyse_code: code,
+            pair_budget: 64,
+            full,
+            prune,
+            verbose: false,
+            host: "tests".to_owned(),
+        })
+        .unwrap();
+    }
+}
+
+/// What a database answers: every (tag, file) pair with its evidence and sites, every tag-file
+/// line, and the counts of `info`.
+fn answers(db: &Path) -> (String, String, String) {
+    let database = Database::open(db).unwrap();
+    let mut pairs = Vec::new();
+    export(&database, ExportFormat::Json, Evidence::Bytes, &mut pairs).unwrap();
+    let entries = format!("{:?}", database.tag_entries().unwrap());
+    let info = database.info().unwrap();
+    let counts = format!(
+        "{} files, {} contents, {:?}, {:?}, {:?}",
+        info.files, info.contents, info.analyses, info.tags, info.tag_files
+    );
+    (String::from_utf8(pairs).unwrap(), entries, counts)
+}
+
+fn fixture(index: usize) -> Vec<u8> {
+    fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bin")
+            .join(FIXTURES[index]),
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_runs_end_where_a_full_run_does(steps in proptest::collection::vec(step(), 1..10)) {
+        let mut tree = Tree {
+            dir: tempfile::tempdir().unwrap(),
+            clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        };
+        tree.write("named.txt", b"Nm00 - named.sys - named 0\n");
+        let db = tree.path("incremental.db");
+        for step in &steps {
+            match step {
+                Step::Write(f, d, n) => {
+                    tree.write(&format!("{}/f{n}.sys", FOLDERS[*d]), &fixture(*f));
+                }
+                Step::Remove(d, n) => {
+                    let _ = fs::remove_file(tree.path(&format!("{}/f{n}.sys", FOLDERS[*d])));
+                }
+                Step::InnerTagFile(Some(line)) => {
+                    tree.write("a/pooltag.txt", format!("In{line:02} - inner.sys - inner {line}\n").as_bytes());
+                }
+                Step::InnerTagFile(None) => {
+                    let _ = fs::remove_file(tree.path("a/pooltag.txt"));
+                }
+                Step::NamedTagFile(line) => {
+                    tree.write("named.txt", format!("Nm{line:02} - named.sys - named {line}\n").as_bytes());
+                }
+                Step::Index(folders, code, prune) => {
+                    tree.index(&db, folders, *code, false, *prune);
+                }
+            }
+        }
+        tree.index(&db, &[0, 1], true, false, false);
+        let full = tree.path("full.db");
+        tree.index(&full, &[0, 1], true, true, false);
+        let (got, want) = (answers(&db), answers(&full));
+        prop_assert_eq!(got.0, want.0);
+        prop_assert_eq!(got.1, want.1);
+        prop_assert_eq!(got.2, want.2);
+    }
+}
