@@ -5,6 +5,7 @@
 //! it and renames it over the old one, so a reader always sees one whole database, and readers can
 //! open it with `immutable=1` (no locks, no `-wal`/`-shm`/`-journal` files beside it).
 
+pub mod atomic;
 pub mod postings;
 pub mod write;
 

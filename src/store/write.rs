@@ -1,10 +1,5 @@
-//! Building a database: into a temporary file beside the target, renamed over it at the end.
-//!
-//! Crash safety: until the rename, the target is untouched, so an interrupted run (Ctrl-C,
-//! kill -9, disk full, any error) leaves the previous database whole. The temporary file is named
-//! `<target>.<pid>.tmp`; a run removes the ones earlier runs left behind, but never one that a
-//! running index still holds (on Unix it holds a lock on it; on Windows SQLite's open handle
-//! prevents its deletion).
+//! Building a database: into an [`AtomicFile`] beside the target, renamed over it at the end
+//! (an interrupted run leaves the previous database whole).
 //!
 //! Memory: the bytes level is a posting list per tag, which needs every content's tags before
 //! any list is complete. (tag, content) pairs are collected up to a budget ([`PAIR_BUDGET`] by
@@ -19,11 +14,11 @@
 //! foreign keys are not enforced while building (the tests check them on the result).
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{Connection, params};
 
+use super::atomic::AtomicFile;
 use super::{describe, migrate, postings, read_only_uri};
 use crate::error::{Error, Result};
 use crate::extract::version::VersionInfo;
@@ -109,11 +104,9 @@ pub struct Replaced<'a> {
 /// A database being built. Dropping it without [`IndexWriter::finish`] deletes the temporary file
 /// and leaves the target as it was.
 pub struct IndexWriter {
+    /// Declared before `file`: dropped first, so the file is closed before it is deleted.
     conn: Option<Connection>,
-    temp: PathBuf,
-    target: PathBuf,
-    /// Held for the whole run so that no other run takes the temporary file for a stale one.
-    _lock: Option<File>,
+    file: AtomicFile,
     /// The host whose files an index run stores (empty for a merge).
     host: String,
     pairs: Vec<u64>,
@@ -150,27 +143,11 @@ impl IndexWriter {
     /// Starts a new database that will replace `target`, holding at most `pair_budget`
     /// (tag, content) pairs in memory.
     pub fn create(target: &Path, pair_budget: usize, purpose: Purpose) -> Result<IndexWriter> {
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if target.is_dir() {
-            return Err(Error::new(format!(
-                "{}: is a directory, not a pooltag database",
-                target.display()
-            )));
-        }
-        fs::create_dir_all(dir)
-            .map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
-        remove_stale_temporaries(target);
-        let temp = temporary_path(target);
-        let _ = fs::remove_file(&temp);
-        let conn = Connection::open(&temp).map_err(|e| describe(target, &e))?;
+        let file = AtomicFile::create(target)?;
+        let conn = Connection::open(file.path()).map_err(|e| describe(target, &e))?;
         let mut writer = IndexWriter {
             conn: Some(conn),
-            temp: temp.clone(),
-            target: target.to_owned(),
-            _lock: lock(&temp),
+            file,
             host: match purpose {
                 Purpose::Index { host, .. } => host.to_owned(),
                 Purpose::Merge => String::new(),
@@ -334,7 +311,7 @@ impl IndexWriter {
     fn fail(&self, e: rusqlite::Error) -> Error {
         Error::new(format!(
             "{} (the previous database is unchanged)",
-            describe(&self.target, &e)
+            describe(self.file.target(), &e)
         ))
     }
 
@@ -370,7 +347,7 @@ impl IndexWriter {
             Error::new(format!(
                 "{}: more contents than a pooltag database holds (the previous database is \
                  unchanged)",
-                self.target.display()
+                self.file.target().display()
             ))
         })?;
         self.insert_content(id, content).map_err(|e| self.fail(e))?;
@@ -679,7 +656,7 @@ impl IndexWriter {
         let distinct_tags = self.write_run(run).map_err(|e| self.fail(e))?;
         let conn = self.conn.take().expect("connection open until finish");
         conn.close().map_err(|(_, e)| self.fail(e))?;
-        self.replace_target()?;
+        self.file.commit()?;
         Ok(distinct_tags)
     }
 
@@ -834,52 +811,6 @@ impl IndexWriter {
         )?;
         Ok(())
     }
-
-    /// Makes the finished file durable, then renames it over the target.
-    fn replace_target(&self) -> Result<()> {
-        // Windows flushes only a handle opened for writing.
-        let sync = fs::OpenOptions::new()
-            .write(true)
-            .open(&self.temp)
-            .and_then(|f| f.sync_all());
-        sync.map_err(|e| Error::new(format!("{}: {e}", self.temp.display())))?;
-        // On Windows a reader holding the old database open makes the rename fail for a moment.
-        let mut attempt = 0;
-        loop {
-            match fs::rename(&self.temp, &self.target) {
-                Ok(()) => break,
-                Err(_) if cfg!(windows) && attempt < 20 => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(e) => {
-                    return Err(Error::new(format!(
-                        "cannot replace {}: {e}",
-                        self.target.display()
-                    )));
-                }
-            }
-        }
-        #[cfg(unix)]
-        if let Some(dir) = self.target.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for IndexWriter {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn);
-            let _ = fs::remove_file(&self.temp);
-        }
-    }
 }
 
 /// Stores a tag file of `host` and its (tag, binary, description, line) lines, each distinct line
@@ -929,62 +860,4 @@ fn group_pairs(pairs: &[u64]) -> impl Iterator<Item = (u32, Vec<i64>)> + '_ {
         let ids = group.iter().map(|p| i64::from(*p as u32)).collect();
         ((group[0] >> 32) as u32, ids)
     })
-}
-
-fn temporary_path(target: &Path) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{}.tmp", std::process::id()));
-    target.with_file_name(name)
-}
-
-/// Removes `<target>.<digits>.tmp` files (and SQLite's side files of them) that no running index
-/// holds.
-fn remove_stale_temporaries(target: &Path) {
-    let Some(dir) = target.parent() else { return };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Some(base) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-        return;
-    };
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&base).and_then(|r| r.strip_prefix('.')) else {
-            continue;
-        };
-        let Some((pid, suffix)) = rest.split_once(".tmp") else {
-            continue;
-        };
-        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let path = entry.path();
-        let main_file = dir.join(format!("{base}.{pid}.tmp"));
-        if suffix.is_empty() && lock(&main_file).is_none() && cfg!(unix) {
-            continue; // a running index holds it
-        }
-        let _ = fs::remove_file(path);
-    }
-}
-
-/// An exclusive advisory lock on `path`, or `None` when another process holds it. On Windows
-/// (where a lock would also block SQLite's own reads) there is none: an open SQLite file cannot
-/// be deleted there anyway.
-fn lock(path: &Path) -> Option<File> {
-    #[cfg(unix)]
-    {
-        let file = File::open(path).ok()?;
-        file.try_lock().ok()?;
-        Some(file)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
 }
