@@ -181,8 +181,8 @@ pub fn answers(db: &Database, lines: &[AnnotatedLine]) -> Result<HashMap<Tag, Ta
     Ok(answers)
 }
 
-/// The answer as one short note: `afd.sys (call, Microsoft Corporation); Pooltag.txt: afd.sys -
-/// AFD objects`.
+/// The answer as one short note, escaped for a terminal: `afd.sys (call, Microsoft Corporation);
+/// Pooltag.txt: afd.sys - AFD objects`.
 pub fn note(answer: &TagAnswer) -> String {
     let mut parts = Vec::new();
     // The same driver in several places (DriverStore and System32, several hosts) is one name.
@@ -221,7 +221,8 @@ pub fn note(answer: &TagAnswer) -> String {
     if parts.is_empty() {
         "no driver or Pooltag.txt entry known".to_owned()
     } else {
-        parts.join("; ")
+        // Names, companies and descriptions come from drivers and tag files: untrusted.
+        crate::text::escape(&parts.join("; ")).into_owned()
     }
 }
 

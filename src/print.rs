@@ -1,5 +1,8 @@
 //! Printing answers: for a person (fits 80 columns), as JSON (the stable contract in the README),
 //! or as bare paths.
+//!
+//! Every string of a human output that comes from a driver, a tag file or the database goes
+//! through [`escape`], so that control characters in it are shown, never obeyed by the terminal.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +16,7 @@ use crate::extract::Evidence;
 use crate::query::{Collision, FileTag, QueryAnswer};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
+use crate::text::escape;
 
 /// Whether human output is coloured: set once by `main` (stdout a terminal, `NO_COLOR` unset).
 static COLOUR: AtomicBool = AtomicBool::new(false);
@@ -135,20 +139,20 @@ pub fn machine_name(machine: u16) -> String {
 
 /// `ExAllocatePoolWithTag at .text+0x1a2b`; an `arg` site says what it is an argument of.
 fn describe_site(site: &StoredSite) -> String {
-    let place = format!("{}+{:#x}", site.section, site.offset);
-    match (site.evidence, site.api.as_deref()) {
+    let place = format!("{}+{:#x}", escape(&site.section), site.offset);
+    match (site.evidence, site.api.as_deref().map(escape)) {
         (Evidence::Call, Some(api)) => format!("{api} at {place}"),
         (_, Some(api)) => format!("argument to {api} at {place}"),
         (_, None) => format!("argument of a call at {place}"),
     }
 }
 
-/// A path, prefixed with its host when the database holds several.
+/// A path, prefixed with its host when the database holds several; escaped.
 fn shown(host: &str, path: &str, several_hosts: bool) -> String {
     if several_hosts {
-        format!("{host}: {path}")
+        format!("{}: {}", escape(host), escape(path))
     } else {
-        path.to_owned()
+        escape(path).into_owned()
     }
 }
 
@@ -158,7 +162,7 @@ fn metadata_line(file: &StoredFile) -> Option<String> {
         .into_iter()
         .filter_map(|p| p.as_deref())
         .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
+    (!parts.is_empty()).then(|| escape(&parts.join(", ")).into_owned())
 }
 
 /// Lines under a driver: its version resource, then its sites.
@@ -184,12 +188,12 @@ fn entries_human(
             continue;
         }
         let binary = if entry.binary.is_empty() {
-            "(no binary)"
+            "(no binary)".into()
         } else {
-            &entry.binary
+            escape(&entry.binary)
         };
-        let tag = paint(&entry.tag, "1");
-        writeln!(out, "  {tag}  {} - {}", binary, entry.description)?;
+        let tag = paint(&escape(&entry.tag), "1");
+        writeln!(out, "  {tag}  {binary} - {}", escape(&entry.description))?;
         for (j, other) in entries.iter().enumerate().skip(i) {
             if !done[j]
                 && (&other.tag, &other.binary, &other.description)
@@ -262,10 +266,11 @@ pub fn query_json(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> 
     writeln!(out)
 }
 
-/// One path per line.
+/// One path per line, escaped like human output: a path holding a line feed would otherwise
+/// read as two paths, and one holding ESC would act on a terminal. `--json` has the exact path.
 pub fn paths(out: &mut impl Write, paths: &[String]) -> io::Result<()> {
     for path in paths {
-        writeln!(out, "{path}")?;
+        writeln!(out, "{}", escape(path))?;
     }
     Ok(())
 }
@@ -328,7 +333,7 @@ pub fn utc_time(seconds: i64) -> String {
 
 /// `pooltag info` for a person.
 pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> io::Result<()> {
-    writeln!(out, "pooltag database {}", info.path)?;
+    writeln!(out, "pooltag database {}", escape(&info.path))?;
     writeln!(
         out,
         "  size {}, schema {}, integrity {integrity}",
@@ -340,13 +345,13 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
         writeln!(
             out,
             "    {}, {}, pooltag {}, {} ({} s)",
-            run.host,
-            run.os,
-            run.pooltag_version,
+            escape(&run.host),
+            escape(&run.os),
+            escape(&run.pooltag_version),
             utc_time(run.started_at),
             run.finished_at - run.started_at
         )?;
-        writeln!(out, "      roots: {}", run.roots.join(", "))?;
+        writeln!(out, "      roots: {}", escape(&run.roots.join(", ")))?;
         writeln!(
             out,
             "      {} files seen, {} driver binaries, {} errors",
@@ -376,7 +381,7 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
     )?;
     writeln!(out, "  tag files:")?;
     for (host, path, lines) in &info.tag_files {
-        writeln!(out, "    {host}: {path} ({lines} entries)")?;
+        writeln!(out, "    {} ({lines} entries)", shown(host, path, true))?;
     }
     Ok(())
 }
@@ -476,7 +481,7 @@ pub fn collisions_human(
     tags: &[(FileTag, Collision)],
     several_hosts: bool,
 ) -> io::Result<()> {
-    writeln!(out, "{title}")?;
+    writeln!(out, "{}", escape(title))?;
     if tags.is_empty() {
         writeln!(out, "  no tag at call or arg level")?;
     }
@@ -493,7 +498,7 @@ pub fn collisions_human(
             writeln!(
                 out,
                 "{DETAIL_INDENT}collides with {} ({}) {path}",
-                crate::store::file_name(&other.file.path),
+                escape(crate::store::file_name(&other.file.path)),
                 other.evidence.name()
             )?;
         }
@@ -501,7 +506,11 @@ pub fn collisions_human(
             writeln!(
                 out,
                 "{DETAIL_INDENT}collides with Pooltag.txt: {} {} - {} ({}:{})",
-                entry.tag, entry.binary, entry.description, entry.source, entry.line
+                escape(&entry.tag),
+                escape(&entry.binary),
+                escape(&entry.description),
+                escape(&entry.source),
+                entry.line
             )?;
         }
     }
@@ -556,6 +565,42 @@ mod tests {
         assert_eq!(level(Evidence::Call), "\x1b[1;32mcall \x1b[0m");
         set_colour(false);
         assert_eq!(paint("AfdA", "1"), "AfdA");
+    }
+
+    #[test]
+    fn untrusted_strings_are_escaped_in_human_output() {
+        let file = StoredFile {
+            content_id: 1,
+            host: "vm".into(),
+            path: "/d/evil\x1b[2J\n.sys".into(),
+            sha256: vec![0; 32],
+            machine: 0x8664,
+            company: Some("Evil\x1b]0;pwned\x07 Corp".into()),
+            description: Some("csi\u{9b}31m".into()),
+            version: Some("1\r2".into()),
+        };
+        let site = StoredSite {
+            evidence: Evidence::Arg,
+            api: Some("Imp\x1b".into()),
+            rva: 0x1000,
+            section: ".te\x7fxt".into(),
+            offset: 4,
+        };
+        let tags = [FileTag {
+            tag: Tag(*b"EvL1"),
+            evidence: Evidence::Arg,
+            sites: vec![site],
+        }];
+        let mut out = Vec::new();
+        tags_human(&mut out, &file, &tags, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "/d/evil\\x1b[2J\\x0a.sys\n  (Evil\\x1b]0;pwned\\x07 Corp, csi\\u{9b}31m, 1\\x0d2)\n  \
+             EvL1  arg\n               argument to Imp\\x1b at .te\\x7fxt+0x4\n"
+        );
+        let mut out = Vec::new();
+        paths(&mut out, std::slice::from_ref(&file.path)).unwrap();
+        assert_eq!(out, b"/d/evil\\x1b[2J\\x0a.sys\n");
     }
 
     #[test]

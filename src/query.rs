@@ -281,7 +281,7 @@ pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
             "{given}: {n} indexed files have this name; give one of their paths:\n  {}",
             named
                 .iter()
-                .map(|f| f.path.as_str())
+                .map(|f| crate::text::escape(&f.path))
                 .collect::<Vec<_>>()
                 .join("\n  ")
         ))),

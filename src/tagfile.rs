@@ -79,6 +79,8 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
     if trimmed.is_empty() || is_comment(trimmed) {
         return;
     }
+    // Problems are printed with the line quoted; the line is untrusted text.
+    let shown = crate::text::escape(trimmed);
     let mut problem = |message: String| {
         let message = match parsed.problems.len() {
             n if n < MAX_PROBLEMS => message,
@@ -91,7 +93,7 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
         })
     };
     let Some((tag_field, rest)) = split_field(line) else {
-        problem(format!("not a tag line (no ' - ' separator): '{trimmed}'"));
+        problem(format!("not a tag line (no ' - ' separator): '{shown}'"));
         return;
     };
     let tag_text = tag_field.trim_end();
@@ -101,7 +103,7 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
         || tag_text.starts_with(' ')
     {
         problem(format!(
-            "not a tag line (the tag must be 1 to 4 printable ASCII characters): '{trimmed}'"
+            "not a tag line (the tag must be 1 to 4 printable ASCII characters): '{shown}'"
         ));
         return;
     }
