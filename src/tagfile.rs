@@ -1,7 +1,9 @@
 //! Parser for Pooltag.txt and localtag.txt: `<Tag> - <binary> - <description>` lines.
 //!
 //! Every rule follows what Microsoft's real file holds (see DOMAIN.md):
-//! - LF or CRLF line ends; text that is not UTF-8 is read lossily.
+//! - LF or CRLF line ends; UTF-8, with or without a byte-order mark, or UTF-16 with one (a file
+//!   saved by Notepad or PowerShell), decoded by [`crate::text::decode`]; text that is not UTF-8
+//!   is read lossily.
 //! - Comments: lines starting `//`, or whose first word is `rem` in any case. `ReMo - refs.sys`
 //!   is a tag line: `rem` must stand alone as a word.
 //! - Fields are separated by a dash with white space on both sides; only the first two
@@ -56,6 +58,9 @@ pub fn is_tag_file_name(name: &str) -> bool {
 
 /// Parses a whole tag file. Never fails: what cannot be read becomes a problem.
 pub fn parse(content: &[u8]) -> TagFile {
+    // Decoded first: a Ctrl-Z byte can be half of a UTF-16 character.
+    let (_, decoded) = crate::text::decode(content);
+    let content = &decoded[..];
     let content = match memchr::memchr(0x1a, content) {
         Some(end) => &content[..end],
         None => content,
@@ -298,6 +303,36 @@ mod tests {
         assert_eq!(parsed.problems.len(), 1);
         let parsed = parse(b"Abcd - x.sys - caf\xe9\n");
         assert_eq!(parsed.entries[0].description, "caf\u{fffd}");
+    }
+
+    #[test]
+    fn files_saved_on_windows_read_alike() {
+        let text = "AfdA - afd.sys - caf\u{e9}\r\nAfdB - afd.sys - Afd B\r\n";
+        let plain = parse(text.as_bytes());
+        assert_eq!(plain.entries.len(), 2);
+        assert!(plain.problems.is_empty());
+        let bom = [b"\xef\xbb\xbf", text.as_bytes()].concat();
+        let le: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = [0xfe, 0xff]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        for encoded in [bom, le, be] {
+            assert_eq!(parse(&encoded), plain);
+        }
+        // U+1A41 is 41 1A in UTF-16LE: a Ctrl-Z byte that is not an end-of-file mark.
+        let le: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(
+                "AfdA - afd.sys - \u{1a41}\nAfdB - afd.sys - B\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        assert_eq!(parse(&le).entries.len(), 2);
     }
 
     #[test]
