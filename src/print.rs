@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
-use crate::annotate::{self, AnnotatedLine, TagAnswer};
+use crate::annotate::{self, COLUMN_NAME, Input, Separator, Slot, TagAnswer};
 use crate::extract::Evidence;
 use crate::query::{Collision, FileTag, QueryAnswer};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
@@ -424,30 +424,50 @@ pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> 
     writeln!(out)
 }
 
-/// `pooltag annotate`: every line as it was, tagged lines followed by the answer.
+/// `pooltag annotate`: each input's lines as they were (byte for byte; UTF-16 input as UTF-8),
+/// the answer added to each tagged line: `  # answer` after it, or a new last column of a CSV
+/// or tab-separated table (its header row names the column `pooltag`).
 pub fn annotate_human(
     out: &mut impl Write,
-    lines: &[AnnotatedLine],
+    inputs: &[Input],
     answers: &HashMap<Tag, TagAnswer>,
 ) -> io::Result<()> {
-    for line in lines {
-        match line.tag.and_then(|t| answers.get(&t)) {
-            Some(answer) => writeln!(out, "{}  # {}", line.text, annotate::note(answer))?,
-            None => writeln!(out, "{}", line.text)?,
+    for input in inputs {
+        if input.utf8_bom {
+            out.write_all(crate::text::UTF8_BOM)?;
+        }
+        for line in &input.lines {
+            out.write_all(&line.text)?;
+            let note = line.tag.and_then(|t| answers.get(&t)).map(annotate::note);
+            match (line.slot, note) {
+                (Slot::Comment, Some(note)) => write!(out, "  # {note}")?,
+                (Slot::Header(Separator::Comma), _) => write!(out, ",{COLUMN_NAME}")?,
+                (Slot::Header(Separator::Tab), _) => write!(out, "\t{COLUMN_NAME}")?,
+                (Slot::Row(Separator::Comma), Some(note)) => {
+                    write!(out, ",\"{}\"", note.replace('"', "\"\""))?
+                }
+                (Slot::Row(Separator::Comma), None) => write!(out, ",")?,
+                // The note is escaped: it holds no tab to break the table.
+                (Slot::Row(Separator::Tab), note) => write!(out, "\t{}", note.unwrap_or_default())?,
+                (Slot::Comment | Slot::Nothing, _) => {}
+            }
+            out.write_all(if line.crlf { b"\r\n" } else { b"\n" })?;
         }
     }
     Ok(())
 }
 
-/// `pooltag annotate --json`: one element per tagged line.
+/// `pooltag annotate --json`: one element per tagged line, naming its input (`-` for standard
+/// input) and its line there.
 pub fn annotate_json(
     out: &mut impl Write,
-    lines: &[AnnotatedLine],
+    inputs: &[Input],
     answers: &HashMap<Tag, TagAnswer>,
 ) -> io::Result<()> {
-    let items: Vec<serde_json::Value> = lines
+    let items: Vec<serde_json::Value> = inputs
         .iter()
-        .filter_map(|line| {
+        .flat_map(|input| input.lines.iter().map(move |line| (input, line)))
+        .filter_map(|(input, line)| {
             let answer = answers.get(&line.tag?)?;
             let drivers: Vec<serde_json::Value> = answer
                 .drivers
@@ -465,8 +485,8 @@ pub fn annotate_json(
                 .map(|e| serde_json::json!({"binary": e.binary, "description": e.description}))
                 .collect();
             Some(serde_json::json!({
-                "line": line.line, "tag": answer.tag.to_string(), "drivers": drivers,
-                "pooltag": entries,
+                "input": input.name, "line": line.line, "tag": answer.tag.to_string(),
+                "drivers": drivers, "pooltag": entries,
             }))
         })
         .collect();
