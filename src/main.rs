@@ -133,7 +133,8 @@ fn run_tags(config: &TagsConfig) -> Result<Found> {
     } else {
         let several_hosts = db.host_count()? > 1;
         for (file, tags) in &files {
-            print::tags_human(&mut out, file, tags, several_hosts)?;
+            let list_bytes = config.evidence == Some(Evidence::Bytes);
+            print::tags_human(&mut out, file, tags, several_hosts, list_bytes)?;
         }
     }
     out.flush()?;

@@ -276,22 +276,44 @@ pub fn paths(out: &mut impl Write, paths: &[String]) -> io::Result<()> {
 }
 
 /// The tags of one file for a person: its path and version resource, then one tag per line,
-/// sites below.
+/// strongest evidence first (then by tag), sites below. The `bytes` level (every printable
+/// four-byte window: hundreds of lines that bury the real tags) is one count line unless
+/// `list_bytes` (`--evidence bytes`) asks for each.
 pub fn tags_human(
     out: &mut impl Write,
     file: &StoredFile,
     tags: &[FileTag],
     several_hosts: bool,
+    list_bytes: bool,
 ) -> io::Result<()> {
     writeln!(out, "{}", shown(&file.host, &file.path, several_hosts))?;
     if let Some(line) = metadata_line(file) {
         writeln!(out, "  ({line})")?;
     }
-    for tag in tags {
+    let mut ranked: Vec<&FileTag> = tags.iter().collect();
+    ranked.sort_by_key(|t| (std::cmp::Reverse(t.evidence), t.tag));
+    let mut bytes_only = 0usize;
+    for tag in ranked {
+        if tag.evidence == Evidence::Bytes && !list_bytes {
+            bytes_only += 1;
+            continue;
+        }
         writeln!(out, "  {}  {}", tag.tag, tag.evidence.name())?;
         for site in &tag.sites {
             writeln!(out, "{DETAIL_INDENT}{}", describe_site(site))?;
         }
+    }
+    if bytes_only > 0 {
+        let more = if bytes_only == tags.len() {
+            ""
+        } else {
+            " more"
+        };
+        let noun = if bytes_only == 1 { "tag" } else { "tags" };
+        writeln!(
+            out,
+            "  ... and {bytes_only}{more} {noun} at the bytes level (--evidence bytes lists them)"
+        )?;
     }
     Ok(())
 }
@@ -612,7 +634,7 @@ mod tests {
             sites: vec![site],
         }];
         let mut out = Vec::new();
-        tags_human(&mut out, &file, &tags, false).unwrap();
+        tags_human(&mut out, &file, &tags, false, false).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "/d/evil\\x1b[2J\\x0a.sys\n  (Evil\\x1b]0;pwned\\x07 Corp, csi\\u{9b}31m, 1\\x0d2)\n  \

@@ -385,19 +385,38 @@ fn tags_lists_a_files_tags_by_path_or_unambiguous_name() {
             .assert()
             .success(),
     );
-    assert!(by_path.starts_with(&format!("{}\n", s.path("x64-O2/basic.sys"))));
-    assert!(
-        by_path.contains("\n  1Ba1  call\n               ExAllocatePoolWithTag at .text+0x1d\n")
+    // Strongest evidence first; the bytes level is one count line.
+    assert_eq!(
+        by_path,
+        format!(
+            "{}\n  1Ba1  call\n               ExAllocatePoolWithTag at .text+0x1d\n               \
+             ExFreePoolWithTag at .text+0x7e\n               ExFreePoolWithTag at .text+0x91\n  \
+             1Ba2  call\n               ExAllocatePoolWithTag at .text+0x37\n               \
+             ExFreePoolWithTag at .text+0x74\n  1Bp2  call\n               \
+             ExAllocatePool2 at .text+0x51\n  \
+             ... and 84 more tags at the bytes level (--evidence bytes lists them)\n",
+            s.path("x64-O2/basic.sys")
+        )
     );
-    assert!(by_path.contains("\n  1Bp2  call\n               ExAllocatePool2 at .text+0x51\n"));
-    assert!(by_path.contains("\n  This  bytes\n"));
-    let listed: Vec<&str> = by_path
+    let every = stdout(
+        &pooltag()
+            .args(["tags", "--evidence", "bytes", "--db"])
+            .arg(s.db())
+            .arg(s.path("x64-O2/basic.sys"))
+            .assert()
+            .success(),
+    );
+    assert!(every.starts_with(&by_path[..by_path.find("  ... and").unwrap()]));
+    assert!(every.contains("\n  This  bytes\n"));
+    let listed: Vec<&str> = every
         .lines()
         .skip(1)
         .filter(|l| !l.starts_with(&" ".repeat(15)))
         .collect();
+    assert_eq!(listed.len(), 87);
+    let rank = |l: &&str| (!l.ends_with("call"), l[2..6].to_owned());
     let mut sorted = listed.clone();
-    sorted.sort();
+    sorted.sort_by_key(rank);
     assert_eq!(listed, sorted);
 
     let by_name = stdout(
