@@ -247,7 +247,8 @@ expect_rc 0 "tags $sys (by file name)"
 grep -qF "$tag" "$last_out" || fail "tags $sys (by file name) does not list '$tag'$(show)"
 pass "tags $sys (file name only) resolves to $tag_driver and lists '$tag'"
 
-run query_human query "$tag"
+# At the tag's level or stronger, so that a bytes-level driver is listed, not counted.
+run query_human query "$tag" --evidence "$tag_evidence"
 expect_rc 0 "query $tag"
 grep -qF "$tag_driver" "$last_out" ||
   fail "query $tag does not name $tag_driver (paths should print the Windows way)$(show)"

@@ -96,7 +96,8 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
             if config.output == QueryOutput::Json {
                 print::query_json(&mut out, &answer)?;
             } else {
-                print::query_human(&mut out, &answer, &config.patterns)?;
+                let list_bytes = config.evidence == Some(Evidence::Bytes);
+                print::query_human(&mut out, &answer, &config.patterns, list_bytes)?;
             }
             !answer.entries.is_empty() || !answer.files.is_empty()
         }

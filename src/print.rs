@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::annotate::{self, COLUMN_NAME, Input, Separator, Slot, TagAnswer};
 use crate::extract::Evidence;
-use crate::query::{Collision, FileTag, QueryAnswer};
+use crate::query::{self, Collision, FileTag, QueryAnswer, Shown};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
 use crate::text::escape;
@@ -208,11 +208,13 @@ fn entries_human(
     Ok(())
 }
 
-/// The human answer: Pooltag.txt entries, then drivers; or why there is none.
+/// The human answer: Pooltag.txt entries, then drivers ranked by [`query::ranked`] (each tag's
+/// bytes-level files counted after the first few unless `list_bytes`); or why there is none.
 pub fn query_human(
     out: &mut impl Write,
     answer: &QueryAnswer,
     patterns: &[TagPattern],
+    list_bytes: bool,
 ) -> io::Result<()> {
     if !answer.entries.is_empty() {
         writeln!(out, "Pooltag.txt:")?;
@@ -220,11 +222,24 @@ pub fn query_human(
     }
     if !answer.files.is_empty() {
         writeln!(out, "Drivers:")?;
-        for found in &answer.files {
-            let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
-            let tag = paint(&found.tag.to_string(), "1");
-            writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
-            details(out, &found.file, &found.sites)?;
+        for line in query::ranked(&answer.files, list_bytes) {
+            match line {
+                Shown::File(found) => {
+                    let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
+                    let tag = paint(&found.tag.to_string(), "1");
+                    writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
+                    details(out, &found.file, &found.sites)?;
+                }
+                Shown::MoreBytes { tag, count } => {
+                    let files = if count == 1 { "file" } else { "files" };
+                    writeln!(
+                        out,
+                        "  {}  {}  ... and {count} more {files} (--evidence bytes lists them)",
+                        paint(&tag.to_string(), "1"),
+                        level(Evidence::Bytes)
+                    )?;
+                }
+            }
         }
     } else if !answer.entries.is_empty() {
         writeln!(out, "Drivers: no indexed driver holds it")?;

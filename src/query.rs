@@ -236,6 +236,56 @@ pub fn answer(
     })
 }
 
+/// Bytes-level files a person is shown per tag before the rest are counted.
+pub const BYTES_SHOWN: usize = 3;
+
+/// One line of the drivers a person is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown<'a> {
+    File(&'a FileMatch),
+    /// How many more files hold `tag` at the bytes level only.
+    MoreBytes {
+        tag: Tag,
+        count: usize,
+    },
+}
+
+/// The files of an answer as a person reads them: strongest evidence first across every matched
+/// tag (then by tag, host and path), so that a wildcard's `call` answers are not scattered among
+/// thousands of `bytes` lines; unless `list_bytes`, each tag's bytes-level files are the first
+/// [`BYTES_SHOWN`] and a count. The JSON and `-l` orders are not this one: they are contracts.
+pub fn ranked(files: &[FileMatch], list_bytes: bool) -> Vec<Shown<'_>> {
+    let mut order: Vec<&FileMatch> = files.iter().collect();
+    order.sort_by(|a, b| {
+        (b.evidence, a.tag, &a.file.host, &a.file.path).cmp(&(
+            a.evidence,
+            b.tag,
+            &b.file.host,
+            &b.file.path,
+        ))
+    });
+    let mut shown = Vec::with_capacity(order.len());
+    let mut rest = order.into_iter().peekable();
+    while let Some(found) = rest.next() {
+        if found.evidence != Evidence::Bytes || list_bytes {
+            shown.push(Shown::File(found));
+            continue;
+        }
+        let mut same_tag = vec![found];
+        while let Some(next) = rest.next_if(|f| f.tag == found.tag) {
+            same_tag.push(next);
+        }
+        shown.extend(same_tag.iter().take(BYTES_SHOWN).map(|f| Shown::File(f)));
+        if same_tag.len() > BYTES_SHOWN {
+            shown.push(Shown::MoreBytes {
+                tag: found.tag,
+                count: same_tag.len() - BYTES_SHOWN,
+            });
+        }
+    }
+    shown
+}
+
 /// The `-l` answer: matching driver paths, sorted, each once.
 pub fn list_files(
     db: &Database,

@@ -177,6 +177,47 @@ fn wildcards_match_tags_and_tag_file_lines() {
 }
 
 #[test]
+fn human_answers_rank_strongest_first_and_count_bytes_level_files() {
+    let s = Scratch::new();
+    s.index().success();
+    let cond = |build: &str| s.path(&format!("{build}/cond.sys"));
+    // '.SYS' sorts before '5Sdf' but is only ever bytes: it comes last, three files and a count.
+    let out = stdout(&s.query(&[".SYS", "5Sdf"]).success());
+    assert_eq!(
+        out,
+        format!(
+            "Drivers:\n  5Sdf  call   {}\n               ExAllocatePoolWithTag at .text+0x74\n  \
+             5Sdf  code   {}\n  5Sdf  code   {}\n  5Sdf  code   {}\n  5Sdf  code   {}\n  \
+             .SYS  bytes  {}\n  .SYS  bytes  {}\n  .SYS  bytes  {}\n  \
+             .SYS  bytes  ... and 7 more files (--evidence bytes lists them)\n",
+            cond("arm64-O2"),
+            cond("x64-O0"),
+            cond("x64-O2"),
+            cond("x86-O0"),
+            cond("x86-O2"),
+            s.path("arm64-O2/fltndis.sys"),
+            s.path("arm64-O2/table.sys"),
+            s.path("x64-O0/fltndis.sys"),
+        )
+    );
+    let every = stdout(&s.query(&[".SYS", "5Sdf", "--evidence", "bytes"]).success());
+    let sys = every.lines().filter(|l| l.starts_with("  .SYS  bytes  /"));
+    assert_eq!(sys.count(), 10);
+    assert!(!every.contains("more files"));
+    assert!(every.starts_with(&out[..out.find("  .SYS").unwrap()]));
+    // JSON keeps its order: by tag, then strongest first.
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&s.query(&["--json", ".SYS", "5Sdf"]).success())).unwrap();
+    let order: Vec<(&str, &str)> = json
+        .iter()
+        .map(|i| (i["tag"].as_str().unwrap(), i["evidence"].as_str().unwrap()))
+        .collect();
+    assert_eq!(order.len(), 15);
+    assert!(order[..10].iter().all(|&p| p == (".SYS", "bytes")));
+    assert_eq!(order[10..12], [("5Sdf", "call"), ("5Sdf", "code")]);
+}
+
+#[test]
 fn ignore_case_finds_other_spellings() {
     let s = Scratch::new();
     s.index().success();
