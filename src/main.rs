@@ -96,8 +96,7 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
             if config.output == QueryOutput::Json {
                 print::query_json(&mut out, &answer)?;
             } else {
-                let list_bytes = config.evidence == Some(Evidence::Bytes);
-                print::query_human(&mut out, &answer, &config.patterns, list_bytes)?;
+                print::query_human(&mut out, &answer, &config.patterns, config.evidence)?;
             }
             !answer.entries.is_empty() || !answer.files.is_empty()
         }

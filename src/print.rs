@@ -209,13 +209,33 @@ fn entries_human(
 }
 
 /// The human answer: Pooltag.txt entries, then drivers ranked by [`query::ranked`] (each tag's
-/// bytes-level files counted after the first few unless `list_bytes`); or why there is none.
+/// bytes-level files counted after the first few unless `evidence` is `bytes`); or why there is
+/// none, with the drivers holding a match below the `evidence` level asked.
 pub fn query_human(
     out: &mut impl Write,
     answer: &QueryAnswer,
     patterns: &[TagPattern],
-    list_bytes: bool,
+    evidence: Option<Evidence>,
 ) -> io::Result<()> {
+    let list_bytes = evidence == Some(Evidence::Bytes);
+    // Set only when no file meets the level asked and some hold a match below it.
+    let below = evidence.zip(answer.weaker).map(|(level, weaker)| {
+        let (drivers, hold, them) = match weaker.files {
+            1 => ("driver", "holds", "it"),
+            _ => ("drivers", "hold", "them"),
+        };
+        let it = if patterns.len() == 1 { "it" } else { "a match" };
+        (
+            format!("at {} level or stronger", level.name()),
+            format!(
+                "{} indexed {drivers} {hold} {it} below {} (the strongest at {}); \
+                 --evidence bytes shows {them}.",
+                weaker.files,
+                level.name(),
+                weaker.strongest.name()
+            ),
+        )
+    });
     if !answer.entries.is_empty() {
         writeln!(out, "Pooltag.txt:")?;
         entries_human(out, &answer.entries, answer.several_hosts)?;
@@ -242,15 +262,30 @@ pub fn query_human(
             }
         }
     } else if !answer.entries.is_empty() {
-        writeln!(out, "Drivers: no indexed driver holds it")?;
+        match &below {
+            Some((level, weaker)) => {
+                writeln!(out, "Drivers: no indexed driver holds it {level}")?;
+                writeln!(out, "{weaker}")?;
+            }
+            None => writeln!(out, "Drivers: no indexed driver holds it")?,
+        }
     }
     if answer.entries.is_empty() && answer.files.is_empty() {
         let asked: Vec<String> = patterns.iter().map(|p| format!("'{p}'")).collect();
-        writeln!(
-            out,
-            "No Pooltag.txt entry and no indexed driver for {}.",
-            asked.join(", ")
-        )?;
+        let asked = asked.join(", ");
+        match &below {
+            Some((level, weaker)) => {
+                writeln!(
+                    out,
+                    "No Pooltag.txt entry for {asked}, and no indexed driver {level}."
+                )?;
+                writeln!(out, "{weaker}")?;
+            }
+            None => writeln!(
+                out,
+                "No Pooltag.txt entry and no indexed driver for {asked}."
+            )?,
+        }
         if !answer.neighbours.is_empty() {
             writeln!(out, "Known tags with the same first three characters:")?;
             let names: Vec<String> = answer.neighbours.iter().map(|t| format!("'{t}'")).collect();

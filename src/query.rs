@@ -97,8 +97,20 @@ pub struct QueryAnswer {
     pub files: Vec<FileMatch>,
     /// When nothing matched: known tags sharing the first three characters of an exact pattern.
     pub neighbours: Vec<Tag>,
+    /// When no file meets the `--evidence` level asked but some hold a match at a weaker level:
+    /// how many, so that the answer can say they exist.
+    pub weaker: Option<Weaker>,
     /// Whether the database holds files of several hosts (paths then show their host).
     pub several_hosts: bool,
+}
+
+/// Files holding a match below the `--evidence` level asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weaker {
+    /// Distinct paths.
+    pub files: usize,
+    /// The strongest level among them.
+    pub strongest: Evidence,
 }
 
 /// The (tag, content) pairs matching any of `patterns`, with their strongest evidence in `scope`.
@@ -228,10 +240,16 @@ pub fn answer(
     } else {
         Vec::new()
     };
+    let weaker = if files.is_empty() && scope != Scope::AtLeast(Evidence::Bytes) {
+        weaker_files(db, patterns, ignore_case)?
+    } else {
+        None
+    };
     Ok(QueryAnswer {
         entries,
         files,
         neighbours,
+        weaker,
         several_hosts: db.host_count()? > 1,
     })
 }
@@ -293,12 +311,29 @@ pub fn list_files(
     ignore_case: bool,
     scope: Scope,
 ) -> Result<Vec<String>> {
-    let contents: BTreeSet<i64> = matching_pairs(db, patterns, ignore_case, scope)?
-        .into_keys()
-        .map(|(_, id)| id)
-        .collect();
+    let pairs = matching_pairs(db, patterns, ignore_case, scope)?;
+    paths_holding(db, &pairs)
+}
+
+/// The distinct paths of the contents of `pairs`, sorted.
+fn paths_holding(db: &Database, pairs: &BTreeMap<(Tag, i64), Evidence>) -> Result<Vec<String>> {
+    let contents: BTreeSet<i64> = pairs.keys().map(|(_, id)| *id).collect();
     let paths: BTreeSet<String> = db.paths_of(&contents)?.into_iter().collect();
     Ok(paths.into_iter().collect())
+}
+
+/// The files holding a match at any level, for a query that found none at the level asked.
+fn weaker_files(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+) -> Result<Option<Weaker>> {
+    let pairs = matching_pairs(db, patterns, ignore_case, Scope::AtLeast(Evidence::Bytes))?;
+    let Some(&strongest) = pairs.values().max() else {
+        return Ok(None);
+    };
+    let files = paths_holding(db, &pairs)?.len();
+    Ok(Some(Weaker { files, strongest }))
 }
 
 /// The file a `pooltag tags` argument names: its path as indexed (as given or made absolute),

@@ -304,6 +304,41 @@ fn a_tag_nowhere_exits_1_and_names_close_tags() {
 }
 
 #[test]
+fn drivers_below_the_level_asked_are_counted() {
+    let s = Scratch::new();
+    fs::create_dir(s.root().join("extra")).unwrap();
+    fs::write(
+        s.root().join("extra/localtag.txt"),
+        "4Wr1 - wrapper.sys - Wrapper tag\n",
+    )
+    .unwrap();
+    s.index().success();
+    s.query(&["--evidence", "call", ".SYS"]).code(1).stdout(
+        "No Pooltag.txt entry for '.SYS', and no indexed driver at call level or stronger.\n\
+         10 indexed drivers hold it below call (the strongest at bytes); --evidence bytes shows \
+         them.\n",
+    );
+    s.query(&["--json", "--evidence", "call", ".SYS"])
+        .code(1)
+        .stdout("[]\n");
+    s.query(&["-l", "--evidence", "call", ".SYS"])
+        .code(1)
+        .stdout("");
+    s.query(&["--evidence", "call", "4Wr1"])
+        .success()
+        .stdout(format!(
+            "Pooltag.txt:\n  4Wr1  wrapper.sys - Wrapper tag\n        {}:1\n\
+         Drivers: no indexed driver holds it at call level or stronger\n\
+         5 indexed drivers hold it below call (the strongest at arg); --evidence bytes shows \
+         them.\n",
+            s.path("extra/localtag.txt")
+        ));
+    s.query(&["--evidence", "call", "Qz9q"])
+        .code(1)
+        .stdout("No Pooltag.txt entry and no indexed driver for 'Qz9q'.\n");
+}
+
+#[test]
 fn a_tag_file_entry_without_drivers_still_matches() {
     let s = Scratch::new();
     s.index().success();
