@@ -695,6 +695,83 @@ mod tests {
         assert_eq!(out, b"/d/evil\\x1b[2J\\x0a.sys\n");
     }
 
+    proptest::proptest! {
+        /// Whatever the strings of a database hold, every human output is lines of text without
+        /// a control character.
+        #[test]
+        fn human_outputs_hold_no_control_character(
+            texts in proptest::collection::vec(proptest::prelude::any::<String>(), 10)
+        ) {
+            let file = StoredFile {
+                content_id: 1,
+                host: texts[0].clone(),
+                path: texts[1].clone(),
+                sha256: vec![0; 32],
+                machine: 0x8664,
+                company: Some(texts[2].clone()),
+                description: Some(texts[3].clone()),
+                version: Some(texts[4].clone()),
+            };
+            let site = StoredSite {
+                evidence: Evidence::Call,
+                api: Some(texts[5].clone()),
+                rva: 1,
+                section: texts[6].clone(),
+                offset: 1,
+            };
+            let entry = StoredEntry {
+                tag: texts[7].clone(),
+                binary: texts[8].clone(),
+                description: texts[9].clone(),
+                host: texts[0].clone(),
+                source: texts[1].clone(),
+                line: 1,
+            };
+            let tag = Tag(*b"AfdA");
+            let found = query::FileMatch {
+                tag,
+                file: file.clone(),
+                evidence: Evidence::Call,
+                sites: vec![site.clone()],
+            };
+            let answer = QueryAnswer {
+                entries: vec![entry.clone()],
+                files: vec![found.clone()],
+                several_hosts: true,
+                ..QueryAnswer::default()
+            };
+            let file_tag = FileTag { tag, evidence: Evidence::Call, sites: vec![site] };
+            let collision = Collision { drivers: vec![found.clone()], entries: vec![entry.clone()] };
+            let input = Input {
+                name: texts[1].clone(),
+                utf8_bom: false,
+                lines: vec![annotate::AnnotatedLine {
+                    line: 1,
+                    text: b"AfdA".to_vec(),
+                    crlf: false,
+                    tag: Some(tag),
+                    slot: Slot::Comment,
+                }],
+            };
+            let answers = HashMap::from([(
+                tag,
+                TagAnswer { tag, drivers: vec![found], entries: vec![entry] },
+            )]);
+            let mut out = Vec::new();
+            query_human(&mut out, &answer, &[], None).unwrap();
+            tags_human(&mut out, &file, std::slice::from_ref(&file_tag), true, true).unwrap();
+            collisions_human(&mut out, &texts[1], &[(file_tag, collision)], true).unwrap();
+            paths(&mut out, &texts).unwrap();
+            annotate_human(&mut out, &[input], &answers).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            proptest::prop_assert!(
+                !text.chars().any(|c| c != '\n' && matches!(u32::from(c), 0..=0x1f | 0x7f..=0x9f)),
+                "{:?}",
+                text
+            );
+        }
+    }
+
     #[test]
     fn times_print_in_utc() {
         assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
