@@ -39,6 +39,13 @@ enum CommandArgs {
         /// Rebuild from scratch: read every file again instead of reusing the previous database
         #[arg(long)]
         full: bool,
+        /// Keep only what this run finds: drop this host's files outside the ROOTs and the tag
+        /// files not read again (by default a run replaces only what lies under its ROOTs)
+        #[arg(long)]
+        prune: bool,
+        /// Also list the lines of tag files that are not tag lines
+        #[arg(short, long)]
+        verbose: bool,
         /// Record the files under this host name instead of this machine's (for a disk image or
         /// a share of another machine)
         #[arg(long, value_name = "NAME")]
@@ -207,6 +214,8 @@ impl Args {
                 pooltag_txt,
                 bytes_only,
                 full,
+                prune,
+                verbose,
                 host,
                 roots,
             } => {
@@ -216,12 +225,13 @@ impl Args {
                     (roots, Vec::new())
                 };
                 tag_files.extend(pooltag_txt);
+                let roots = roots
+                    .into_iter()
+                    .map(|r| Ok((r.display().to_string(), absolute(&r)?)))
+                    .collect::<Result<_>>()?;
                 Command::Index(IndexConfig {
                     db,
-                    roots: roots
-                        .into_iter()
-                        .map(|r| Ok((r.display().to_string(), absolute(&r)?)))
-                        .collect::<Result<_>>()?,
+                    roots: crate::walk::outermost(roots),
                     tag_files: tag_files
                         .iter()
                         .map(|p| absolute(p))
@@ -230,6 +240,8 @@ impl Args {
                     analyse_code: !bytes_only,
                     pair_budget: PAIR_BUDGET,
                     full,
+                    prune,
+                    verbose,
                     host: host.unwrap_or_else(crate::index::host_name),
                 })
             }
@@ -316,8 +328,11 @@ fn parse_evidence(name: &str) -> std::result::Result<Evidence, String> {
     })
 }
 
+/// `path` made absolute and normalised (`a/../b` is `b`), as pooltag stores paths.
 fn absolute(path: &Path) -> Result<PathBuf> {
-    std::path::absolute(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))
+    std::path::absolute(path)
+        .map(|p| crate::walk::normalise(&p))
+        .map_err(|e| Error::new(format!("{}: {e}", path.display())))
 }
 
 /// What `pooltag index` reads when no ROOT is given: on Windows, the driver folders and every

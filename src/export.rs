@@ -132,12 +132,13 @@ fn description_of(tag: Tag, binary: &str, entries: &[StoredEntry]) -> Option<Str
         .map(|e| e.description.clone())
 }
 
-/// Does `line` parse back as exactly this entry?
+/// Does `line` parse back as exactly this entry? Its tag field must also mean only this tag: a
+/// tag holding `?` or `*` reads back as a wildcard that matches every tag of its shape.
 fn reads_back(line: &str, tag: Tag, binary: &str, description: &str) -> bool {
     let parsed = tagfile::parse(line.as_bytes());
     parsed.problems.is_empty()
         && parsed.entries.len() == 1
-        && parsed.entries[0].tag.as_bytes() == tag.0
+        && TagPattern::from_field(&parsed.entries[0].tag).as_tag() == Some(tag)
         && parsed.entries[0].binary == binary
         && parsed.entries[0].description == description
 }

@@ -8,7 +8,13 @@
 //! Incremental: unless `--full` is given, the previous database at the same path is read. A
 //! driver binary whose path, size and modification time are unchanged is not read again; a
 //! content (by SHA-256) analysed before, or by another worker in this run, is not analysed again:
-//! a DriverStore copy and its System32 twin share one analysis.
+//! a DriverStore copy and its System32 twin share one analysis. "Analysed before" means by the
+//! same analysis (pooltag's analysis version and `--bytes-only`, the content's [`Analysis`]
+//! fingerprint): anything else is read and analysed again, so that an upgrade of pooltag or a
+//! run without `--bytes-only` reaches every file.
+//!
+//! A run replaces what lies under its roots (and the tag files it reads); this host's files
+//! elsewhere and other tag files are kept, unless `--prune`.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -23,12 +29,12 @@ use rayon::iter::{ParallelBridge, ParallelIterator};
 use sha2::{Digest, Sha256 as Sha256Hasher};
 
 use crate::error::{Error, Result};
-use crate::extract::{self, bytes::WindowCollector, version};
+use crate::extract::{self, Analysis, bytes::WindowCollector, version};
 use crate::read::{FileContent, read_file, read_tag_file};
-use crate::store::Database;
 use crate::store::write::{
-    ContentRecord, FileRecord, IndexWriter, PreviousIndex, Purpose, RunRecord, Sha256,
+    ContentRecord, FileRecord, IndexWriter, PreviousIndex, Purpose, Replaced, RunRecord, Sha256,
 };
+use crate::store::{Database, path_text};
 use crate::tagfile::{self, TagFile};
 use crate::walk::{WalkItem, walk};
 
@@ -48,6 +54,11 @@ pub struct IndexConfig {
     pub pair_budget: usize,
     /// Rebuild from scratch instead of reusing the previous database.
     pub full: bool,
+    /// Keep only what this run finds, instead of this host's files outside the roots and the
+    /// tag files not read again.
+    pub prune: bool,
+    /// Report every line of a tag file that is not a tag line (else only their count).
+    pub verbose: bool,
     /// The host the files are recorded under (this machine's name unless `--host` says).
     pub host: String,
 }
@@ -65,9 +76,14 @@ pub struct IndexSummary {
     pub unchanged: u64,
     /// This host's paths in the previous database that this run did not index.
     pub removed: u64,
+    /// Driver binaries whose size and modification time did not change, read again because an
+    /// older pooltag or other options analysed them (counted as unchanged too).
+    pub analysed_again: u64,
     pub bytes_read: u64,
     pub distinct_tags: u64,
     pub tag_file_entries: u64,
+    /// Lines of the tag files read that are not tag lines (listed with `--verbose`).
+    pub lines_not_understood: u64,
     /// The tag files read, as indexed.
     pub tag_files: Vec<String>,
     pub errors: u64,
@@ -79,13 +95,18 @@ impl std::fmt::Display for IndexSummary {
         write!(
             f,
             "{} files seen, {} driver binaries indexed ({} new, {} changed, {} unchanged, \
-             {} removed), {} read, {} distinct tags, {} Pooltag.txt entries{}, {} errors, {:.2} s",
+             {} removed{}), {} read, {} distinct tags, {} Pooltag.txt entries{}{}, {} errors, \
+             {:.2} s",
             self.files_seen,
             self.drivers_indexed,
             self.new,
             self.changed,
             self.unchanged,
             self.removed,
+            match self.analysed_again {
+                0 => String::new(),
+                n => format!(", {n} analysed again"),
+            },
             human_bytes(self.bytes_read),
             self.distinct_tags,
             self.tag_file_entries,
@@ -93,6 +114,11 @@ impl std::fmt::Display for IndexSummary {
                 String::new()
             } else {
                 format!(" from {}", self.tag_files.join(", "))
+            },
+            match self.lines_not_understood {
+                0 => String::new(),
+                1 => " (1 line not understood)".to_owned(),
+                n => format!(" ({n} lines not understood)"),
             },
             self.errors,
             self.elapsed.as_secs_f64()
@@ -105,6 +131,8 @@ impl std::fmt::Display for IndexSummary {
 enum Status {
     New,
     Changed,
+    /// Unchanged on disk, but analysed otherwise before.
+    AnalysedAgain,
 }
 
 /// What a worker made of one walk item.
@@ -128,7 +156,7 @@ enum Job {
 
 /// What every worker shares.
 struct Shared<'a> {
-    analyse_code: bool,
+    analysis: Analysis,
     previous: &'a PreviousIndex,
     /// Contents a worker has taken to analyse in this run.
     claimed: Mutex<HashSet<Sha256>>,
@@ -148,17 +176,43 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
             return Err(Error::new(format!("{given}: {e}")));
         }
     }
+    // A named tag file that is not there is a wrong use, not a file error to count: the run
+    // would otherwise drop the entries it gave before.
+    for tag_file in &config.tag_files {
+        let shown = tag_file.display();
+        match std::fs::metadata(tag_file) {
+            Err(e) => return Err(Error::new(format!("--pooltag-txt {shown}: {e}"))),
+            Ok(m) if m.is_dir() => {
+                return Err(Error::new(format!(
+                    "--pooltag-txt {shown}: is a directory, not a tag file"
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
     let host = &config.host;
     let previous = if config.full {
         None
     } else {
         reusable(&config.db)
     };
-    let purpose = Purpose::Index { host, previous };
+    let analysis = Analysis::current(config.analyse_code);
+    let root_texts: Vec<String> = config.roots.iter().map(|(_, r)| path_text(r)).collect();
+    let tag_file_texts: Vec<String> = config.tag_files.iter().map(|p| path_text(p)).collect();
+    let purpose = Purpose::Index {
+        host,
+        analysis,
+        previous,
+        replaced: Replaced {
+            roots: &root_texts,
+            tag_files: &tag_file_texts,
+            prune: config.prune,
+        },
+    };
     let mut writer = IndexWriter::create(&config.db, config.pair_budget, purpose)?;
-    let previous_index = writer.previous_index()?;
+    let previous_index = writer.previous_index(analysis)?;
     let shared = Shared {
-        analyse_code: config.analyse_code,
+        analysis,
         previous: &previous_index,
         claimed: Mutex::new(HashSet::new()),
     };
@@ -167,15 +221,17 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     let (sender, receiver) = sync_channel::<Outcome>(256);
 
     let mut summary = std::thread::scope(|scope| {
-        let stored = scope.spawn(|| store_outcomes(&mut writer, &previous_index, receiver, &bar));
+        let stored = scope
+            .spawn(|| store_outcomes(&mut writer, &previous_index, receiver, &bar, config.verbose));
         walk(&roots)
             .map(Job::Walked)
             .chain(config.tag_files.iter().cloned().map(Job::TagFile))
             .par_bridge()
-            .for_each_with(sender, |sender, job| {
-                // The writer stopping (a database error) ends the run: stop sending.
-                let _ = sender.send(process(job, &shared));
-            });
+            // The writer stopping (a database error, a full disk) ends the run: the first
+            // failed send stops the walk and every worker, instead of reading the whole tree
+            // for nothing.
+            .try_for_each_with(sender, |sender, job| sender.send(process(job, &shared)))
+            .ok();
         stored
             .join()
             .unwrap_or_else(|_| Err(Error::new("internal error: the database writer stopped")))
@@ -235,7 +291,7 @@ fn process(job: Job, shared: &Shared) -> Outcome {
             return Outcome::Error(shown, message);
         }
         Job::TagFile(path) => {
-            let shown = path.display().to_string();
+            let shown = path_text(&path);
             return match read_tag_file(&path) {
                 Ok(data) => {
                     let read = data.len() as u64;
@@ -245,11 +301,11 @@ fn process(job: Job, shared: &Shared) -> Outcome {
             };
         }
     };
-    let shown = path.display().to_string();
+    let shown = path_text(&path);
     let file = FileRecord {
         name: path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| path_text(n.as_ref()))
             .unwrap_or_default(),
         path: shown.clone(),
         size,
@@ -259,7 +315,10 @@ fn process(job: Job, shared: &Shared) -> Outcome {
         Some(before)
             if before.size == size && before.mtime_ns == mtime_ns && mtime_ns.is_some() =>
         {
-            return Outcome::Unchanged(file, before.content_id);
+            if before.reusable {
+                return Outcome::Unchanged(file, before.content_id);
+            }
+            Status::AnalysedAgain
         }
         Some(_) => Status::Changed,
         None => Status::New,
@@ -273,7 +332,7 @@ fn process(job: Job, shared: &Shared) -> Outcome {
                 return Outcome::Twin(file, sha256, status, read);
             }
             let tags = COLLECTOR.with(|c| c.borrow_mut().collect(&data));
-            let findings = if shared.analyse_code {
+            let findings = if shared.analysis.code {
                 extract::analyse(&data)
             } else {
                 extract::Findings::default()
@@ -283,6 +342,7 @@ fn process(job: Job, shared: &Shared) -> Outcome {
                 size: read,
                 image,
                 version: version::version_info(&data).unwrap_or_default(),
+                analysis: shared.analysis,
                 tags,
                 findings,
             };
@@ -311,6 +371,7 @@ fn store_outcomes(
     previous: &PreviousIndex,
     receiver: Receiver<Outcome>,
     bar: &ProgressBar,
+    verbose: bool,
 ) -> Result<IndexSummary> {
     let mut summary = IndexSummary::default();
     // Twins whose content another worker had not yet sent.
@@ -320,15 +381,35 @@ fn store_outcomes(
         match status {
             Status::New => summary.new += 1,
             Status::Changed => summary.changed += 1,
+            Status::AnalysedAgain => {
+                summary.unchanged += 1;
+                summary.analysed_again += 1;
+            }
         }
     };
+    // A path this run stored already: two names that read the same once stored (a name holding
+    // a literal `\xFE` beside one holding the byte 0xFE). Said, never dropped silently.
+    let store_file =
+        |writer: &mut IndexWriter, summary: &mut IndexSummary, file: &FileRecord, id| {
+            if !writer.add_file(file, id)? {
+                summary.errors += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "pooltag: {}: another file's name reads the same once stored; only the \
+                     first is indexed",
+                        file.path
+                    )
+                });
+            }
+            Ok::<_, Error>(())
+        };
     for outcome in receiver {
         summary.files_seen += 1;
         match outcome {
             Outcome::Driver(file, content, status, read) => {
                 summary.bytes_read += read;
                 let id = writer.add_content(&content)?;
-                writer.add_file(&file, id)?;
+                store_file(writer, &mut summary, &file, id)?;
                 count(&mut summary, status);
             }
             Outcome::Twin(file, sha256, status, read) => {
@@ -338,7 +419,7 @@ fn store_outcomes(
                 match known.or_else(|| previous.contents.get(&sha256).copied()) {
                     Some(id) => {
                         writer.reuse_content(id)?;
-                        writer.add_file(&file, id)?;
+                        store_file(writer, &mut summary, &file, id)?;
                     }
                     None => waiting.push((file, sha256)),
                 }
@@ -347,14 +428,17 @@ fn store_outcomes(
                 summary.drivers_indexed += 1;
                 summary.unchanged += 1;
                 writer.reuse_content(content_id)?;
-                writer.add_file(&file, content_id)?;
+                store_file(writer, &mut summary, &file, content_id)?;
             }
             Outcome::TagFile(path, parsed, read) => {
                 summary.bytes_read += read;
-                for problem in &parsed.problems {
-                    bar.suspend(|| {
-                        eprintln!("pooltag: {path}:{}: {}", problem.line, problem.message)
-                    });
+                summary.lines_not_understood += parsed.problems.len() as u64;
+                if verbose {
+                    for problem in &parsed.problems {
+                        bar.suspend(|| {
+                            eprintln!("pooltag: {path}:{}: {}", problem.line, problem.message)
+                        });
+                    }
                 }
                 summary.tag_file_entries += writer.add_tag_file(&path, &parsed)?;
                 summary.tag_files.push(path);
@@ -372,9 +456,7 @@ fn store_outcomes(
     }
     for (file, sha256) in waiting {
         match writer.content_id(&sha256) {
-            Some(id) => {
-                writer.add_file(&file, id)?;
-            }
+            Some(id) => store_file(writer, &mut summary, &file, id)?,
             None => {
                 summary.errors += 1;
                 eprintln!("pooltag: {}: its content was not stored", file.path);

@@ -53,23 +53,26 @@ fn main() -> ExitCode {
 }
 
 /// A command line clap refused: one line on stderr and exit 2 (help and version print as
-/// usual).
+/// usual). Missing arguments are the exception: the line ends in a colon, so the names of the
+/// missing arguments and the usage line that follow it are printed too.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
+    let text = e.to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
     match e.kind() {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-        _ => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!(
-                "pooltag: {}",
-                first.strip_prefix("error: ").unwrap_or(first)
-            );
-            ExitCode::from(2)
+        ErrorKind::MissingRequiredArgument => {
+            let shown: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.starts_with("For more information"))
+                .collect();
+            eprintln!("pooltag: {}", shown.join("\n").trim_end());
         }
+        _ => eprintln!("pooltag: {}", text.lines().next().unwrap_or_default()),
     }
+    ExitCode::from(2)
 }
 
 /// `pooltag index`: build the database, print the summary line on stderr.

@@ -80,18 +80,15 @@ impl From<io::Error> for ReadError {
 
 /// Reads `path` as far as needed to tell what it is.
 pub fn read_file(path: &Path) -> Result<FileContent, ReadError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    if is_tag_file_name(&name) {
+    let name = path.file_name().unwrap_or_default();
+    if is_tag_file_name(&name.to_string_lossy()) {
         return Ok(FileContent::TagFile {
             data: read_tag_file(path)?,
         });
     }
     let file = open_regular(path)?;
     let size = file.metadata()?.len();
-    let named_sys = name.len() >= 4 && name[name.len() - 4..].eq_ignore_ascii_case(".sys");
+    let named_sys = is_sys_name(name);
     let cache = ReadCache::new(CountingFile {
         file,
         bytes_read: 0,
@@ -113,6 +110,13 @@ pub fn read_file(path: &Path) -> Result<FileContent, ReadError> {
         Err(why) if named_sys => Err(ReadError::NotPe(why)),
         Ok(None) | Err(_) => Ok(FileContent::Other { bytes_read }),
     }
+}
+
+/// Does a file name end in `.sys`, in any case? Compared as bytes: a name need not be UTF-8, and
+/// its last four bytes may split a character (`ドライバ`).
+pub fn is_sys_name(name: &std::ffi::OsStr) -> bool {
+    let bytes = name.as_encoded_bytes();
+    bytes.len() >= 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".sys")
 }
 
 /// Reads a tag file whole, whatever its name.
@@ -280,4 +284,21 @@ fn read_whole(file: File, size: u64) -> io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(size as usize);
     file.take(size).read_to_end(&mut data)?;
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn sys_names_in_any_case_and_any_script() {
+        assert!(is_sys_name(OsStr::new("afd.sys")));
+        assert!(is_sys_name(OsStr::new("AFD.SYS")));
+        assert!(is_sys_name(OsStr::new("ドライバ.sys")));
+        assert!(!is_sys_name(OsStr::new("ドライバ")));
+        assert!(!is_sys_name(OsStr::new("é")));
+        assert!(!is_sys_name(OsStr::new("sys")));
+        assert!(!is_sys_name(OsStr::new("")));
+    }
 }

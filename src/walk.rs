@@ -1,6 +1,6 @@
 //! Walking the roots: every regular file below them, without following symbolic links.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use walkdir::WalkDir;
 
@@ -42,6 +42,45 @@ pub fn walk(roots: &[PathBuf]) -> impl Iterator<Item = WalkItem> + '_ {
     })
 }
 
+/// `path` with its `.` components dropped and each `..` taking away the component before it,
+/// without asking the file system: the root `a/b/../b` is `a/b`, and its files are stored under
+/// `a/b`. (The same folder reached through a symbolic link stays another path.)
+pub fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // Above the root is the root.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(component),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The roots to walk: each normalised root once, and none that lies inside another (walking the
+/// outer one finds its files). Of equal roots the first given is kept; order is kept.
+pub fn outermost<T>(roots: Vec<(T, PathBuf)>) -> Vec<(T, PathBuf)> {
+    let paths: Vec<PathBuf> = roots.iter().map(|(_, p)| p.clone()).collect();
+    roots
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, root))| {
+            !paths
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != *i && root.starts_with(other) && (root != other || j < *i))
+        })
+        .map(|(_, root)| root)
+        .collect()
+}
+
 fn file_item(path: &Path) -> WalkItem {
     match std::fs::symlink_metadata(path) {
         Ok(metadata) => WalkItem::File {
@@ -67,5 +106,29 @@ fn walk_error_message(e: &walkdir::Error) -> String {
     match e.io_error() {
         Some(io) => io.to_string(),
         None => e.to_string(),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_normalised_without_the_file_system() {
+        assert_eq!(normalise(Path::new("/a/b/../b")), PathBuf::from("/a/b"));
+        assert_eq!(normalise(Path::new("/a/./b/")), PathBuf::from("/a/b"));
+        assert_eq!(normalise(Path::new("/a/../../b")), PathBuf::from("/b"));
+        assert_eq!(normalise(Path::new("../x")), PathBuf::from("../x"));
+    }
+
+    #[test]
+    fn a_root_inside_another_or_given_twice_is_walked_once() {
+        fn roots(given: &[&'static str]) -> Vec<&'static str> {
+            let kept = outermost(given.iter().map(|g| (*g, PathBuf::from(g))).collect());
+            kept.into_iter().map(|(g, _)| g).collect()
+        }
+        assert_eq!(roots(&["/a/b", "/a", "/c", "/a"]), vec!["/a", "/c"]);
+        assert_eq!(roots(&["/a", "/ab"]), vec!["/a", "/ab"]);
+        assert_eq!(roots(&["/a/x.sys", "/a/x.sys"]), vec!["/a/x.sys"]);
     }
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use pooltag::store::path_text;
 use tempfile::TempDir;
 
 /// The peak memory (RSS) `pooltag index` may reach on the hostile tree.
@@ -386,7 +387,7 @@ impl Run {
 
     /// The lines naming `path`.
     fn naming(&self, path: &Path) -> Vec<&str> {
-        let prefix = format!("pooltag: {}: ", path.display());
+        let prefix = format!("pooltag: {}: ", path_text(path));
         self.stderr
             .lines()
             .filter(|l| l.starts_with(&prefix))
@@ -518,7 +519,7 @@ impl Scratch {
     /// `pooltag tags --evidence call PATH`: the tags the file passes to pool APIs.
     fn call_tags(&self, runner: Runner, path: &Path) -> Vec<String> {
         let db = self.db();
-        let shown = path.display().to_string();
+        let shown = path_text(path);
         let args = [
             OsStr::new("--db"),
             db.as_os_str(),
@@ -541,7 +542,7 @@ impl Scratch {
 }
 
 fn shown(paths: &[&PathBuf]) -> BTreeSet<String> {
-    paths.iter().map(|p| p.display().to_string()).collect()
+    paths.iter().map(|p| path_text(p)).collect()
 }
 
 /// Makes a FIFO, a socket and (as root) a device file in `dir`; their paths.
@@ -702,7 +703,7 @@ fn the_index_survives_a_tree_of_hostile_files() {
         let lines = run.naming(path);
         assert_eq!(
             lines,
-            vec![format!("pooltag: {}: {message}", path.display())],
+            vec![format!("pooltag: {}: {message}", path_text(path))],
             "{} should be named once",
             path.display()
         );
@@ -821,18 +822,32 @@ fn a_2_gb_sparse_driver_costs_no_memory() {
     }
 }
 
-/// Two names that are not UTF-8 and differ only in their invalid bytes show the same on
-/// stderr and in the database (lossily decoded); both are read and counted, one path is stored.
+/// Two names that are not UTF-8 and differ only in their invalid bytes (they read the same when
+/// decoded lossily) holding different drivers: both are stored, each byte that is not UTF-8
+/// written `\xNN`, and every query answers.
 #[test]
 fn names_that_are_not_utf8() {
     let s = Scratch::new();
-    let basic = fixture("x64-O2/basic.sys");
-    let a = s.write(OsStr::from_bytes(b"dup\xfe.sys"), &basic);
-    let b = s.write(OsStr::from_bytes(b"dup\xff.sys"), &basic);
+    let a = s.write(
+        OsStr::from_bytes(b"dup\xfe.sys"),
+        &fixture("x64-O2/basic.sys"),
+    );
+    let b = s.write(
+        OsStr::from_bytes(b"dup\xff.sys"),
+        &fixture("x64-O2/wrapper.sys"),
+    );
     assert_ne!(a, b);
     assert_eq!(a.display().to_string(), b.display().to_string());
     let run = s.index(Runner::User);
     assert_eq!(run.count("errors"), 0, "{}", run.stderr);
     assert_eq!(run.count("driver binaries indexed"), 2);
     assert_eq!(s.files_with(Runner::User, "1Ba1"), shown(&[&a]));
+    assert_eq!(s.files_with(Runner::User, "4Wr1"), shown(&[&b]));
+    assert_eq!(
+        shown(&[&a, &b]),
+        BTreeSet::from([
+            format!("{}/dup\\xFE.sys", s.root().display()),
+            format!("{}/dup\\xFF.sys", s.root().display())
+        ])
+    );
 }

@@ -17,6 +17,8 @@ fn config(db: &Path, pair_budget: usize) -> IndexConfig {
         analyse_code: true,
         pair_budget,
         full: true,
+        prune: false,
+        verbose: false,
         host: "tests".to_owned(),
     }
 }

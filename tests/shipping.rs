@@ -171,8 +171,29 @@ fn index_on_one_host_keeps_the_others_files() {
         .arg(&beta)
         .assert()
         .success();
-    // alpha now indexes x86-O0 only: its x64-O2 files go, beta's stay.
+    // alpha now indexes x86-O0: its x64-O2 files outside that root stay, and so do beta's.
     index(&all, "alpha", &[fixtures("x86-O0")]);
+    let per_host = |all: &Path| -> Vec<(String, i64)> {
+        let conn = rusqlite::Connection::open(all).unwrap();
+        conn.prepare("SELECT host, count(*) FROM file GROUP BY host ORDER BY host")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(
+        per_host(&all),
+        vec![("alpha".into(), 24), ("beta".into(), 24)]
+    );
+    // With --prune, only what that run found: alpha's x64-O2 files go, beta's stay.
+    pooltag()
+        .arg("--db")
+        .arg(&all)
+        .args(["index", "--prune", "--host", "alpha"])
+        .arg(fixtures("x86-O0"))
+        .assert()
+        .success();
     let hosts = out(&pooltag()
         .arg("--db")
         .arg(&all)
@@ -180,15 +201,11 @@ fn index_on_one_host_keeps_the_others_files() {
         .assert()
         .success());
     assert_eq!(hosts.lines().count(), 3, "{hosts}");
+    assert_eq!(
+        per_host(&all),
+        vec![("alpha".into(), 10), ("beta".into(), 24)]
+    );
     let conn = rusqlite::Connection::open(&all).unwrap();
-    let per_host: Vec<(String, i64)> = conn
-        .prepare("SELECT host, count(*) FROM file GROUP BY host ORDER BY host")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    assert_eq!(per_host, vec![("alpha".into(), 10), ("beta".into(), 24)]);
     let broken: i64 = conn
         .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
             r.get(0)
@@ -210,7 +227,7 @@ fn info_reports_hosts_counts_and_integrity() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("pooltag database {}", beta.display()));
     assert!(
-        lines[1].ends_with(", schema 1, integrity ok"),
+        lines[1].ends_with(", schema 2, integrity ok"),
         "{}",
         lines[1]
     );
@@ -220,7 +237,10 @@ fn info_reports_hosts_counts_and_integrity() {
         "{text}"
     );
     assert!(
-        text.contains("\n  24 files, 24 distinct contents\n"),
+        text.contains(&format!(
+            "\n  24 files, 24 distinct contents\n  contents by analysis: {}:code 24\n",
+            pooltag::extract::ANALYSIS_VERSION
+        )),
         "{text}"
     );
     assert!(
@@ -234,8 +254,12 @@ fn info_reports_hosts_counts_and_integrity() {
         .assert()
         .success()))
     .unwrap();
-    assert_eq!(json["schema"], 1);
+    assert_eq!(json["schema"], 2);
     assert_eq!(json["integrity"], "ok");
+    assert_eq!(
+        json["analyses"],
+        serde_json::json!({ format!("{}:code", pooltag::extract::ANALYSIS_VERSION): 24 })
+    );
     assert_eq!(json["files"], 24);
     assert_eq!(json["machines"], serde_json::json!({"x64": 14, "x86": 10}));
     assert_eq!(json["runs"][0]["host"], "beta");

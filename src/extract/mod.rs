@@ -29,6 +29,52 @@ pub const MAX_CODE_BYTES: usize = 64 << 20;
 /// their evidence level; only the sites are not kept.
 pub const MAX_SITES: usize = 1 << 18;
 
+/// The version of the analysis: raised whenever a change to extraction can change what is found
+/// in a binary, so that an incremental index (and a merge) analyses again what an older pooltag
+/// analysed. Stored with every content as part of its [`Analysis`] fingerprint.
+pub const ANALYSIS_VERSION: u32 = 2;
+
+/// Which analysis produced a content's evidence: pooltag's analysis version and whether code and
+/// data were analysed (`--bytes-only` says not). Stored as text, `2:code` or `2:bytes`; a
+/// database written before fingerprints existed has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Analysis {
+    pub version: u32,
+    /// Code and data were analysed (evidence above `bytes`).
+    pub code: bool,
+}
+
+impl Analysis {
+    /// The analysis this pooltag makes, with or without code.
+    pub fn current(code: bool) -> Analysis {
+        Analysis {
+            version: ANALYSIS_VERSION,
+            code,
+        }
+    }
+
+    /// The fingerprint stored as `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Analysis> {
+        let (version, options) = text.split_once(':')?;
+        let code = match options {
+            "code" => true,
+            "bytes" => false,
+            _ => return None,
+        };
+        Some(Analysis {
+            version: version.parse().ok()?,
+            code,
+        })
+    }
+}
+
+impl std::fmt::Display for Analysis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options = if self.code { "code" } else { "bytes" };
+        write!(f, "{}:{options}", self.version)
+    }
+}
+
 /// How strongly a file is tied to a tag, weakest first. The database stores the number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Evidence {
@@ -184,4 +230,28 @@ pub fn analyse(data: &[u8]) -> Findings {
     findings.sites.sort();
     findings.sites.dedup();
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analysis_fingerprints_read_back_and_order_newer_then_fuller() {
+        let code = Analysis::current(true);
+        assert_eq!(code.to_string(), format!("{ANALYSIS_VERSION}:code"));
+        assert_eq!(Analysis::parse(&code.to_string()), Some(code));
+        assert_eq!(
+            Analysis::parse("1:bytes"),
+            Some(Analysis {
+                version: 1,
+                code: false
+            })
+        );
+        for bad in ["", "2", "2:", "x:code", "2:all", "-1:code"] {
+            assert_eq!(Analysis::parse(bad), None, "{bad}");
+        }
+        assert!(Analysis::current(false) < code);
+        assert!(Analysis::parse("1:code").unwrap() < Analysis::current(false));
+    }
 }

@@ -22,7 +22,10 @@ use crate::tag::Tag;
 pub const APPLICATION_ID: i32 = 0x5054_4147;
 
 /// The migrations, in order; `PRAGMA user_version` is the number applied.
-pub const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_analysis_and_via.sql"),
+];
 
 /// The schema version this pooltag writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -88,6 +91,17 @@ pub struct StoredSite {
     pub rva: u32,
     pub section: String,
     pub offset: u32,
+    /// The entries of the driver's own functions the call reaches the API through, outermost
+    /// first; empty for a direct call.
+    pub via: Vec<Place>,
+}
+
+/// A place in an image: its RVA, and the section holding it with the offset there.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Place {
+    pub rva: u32,
+    pub section: String,
+    pub offset: u32,
 }
 
 impl From<&crate::extract::Site> for StoredSite {
@@ -98,8 +112,38 @@ impl From<&crate::extract::Site> for StoredSite {
             rva: site.rva,
             section: site.section.clone(),
             offset: site.offset,
+            via: Vec::new(),
         }
     }
+}
+
+/// `site.via` as stored: NULL for a direct call, else a JSON array of `[rva, section, offset]`.
+pub fn via_text(via: &[Place]) -> Option<String> {
+    (!via.is_empty()).then(|| {
+        let triples: Vec<(u32, &str, u32)> = via
+            .iter()
+            .map(|p| (p.rva, p.section.as_str(), p.offset))
+            .collect();
+        serde_json::to_string(&triples).unwrap_or_default()
+    })
+}
+
+/// The places of a stored `site.via`; `None` when it is damaged.
+fn via_of(text: Option<&str>) -> Option<Vec<Place>> {
+    let Some(text) = text else {
+        return Some(Vec::new());
+    };
+    let triples: Vec<(u32, String, u32)> = serde_json::from_str(text).ok()?;
+    Some(
+        triples
+            .into_iter()
+            .map(|(rva, section, offset)| Place {
+                rva,
+                section,
+                offset,
+            })
+            .collect(),
+    )
 }
 
 /// One run of `pooltag index` (or an index merged in), as recorded.
@@ -125,6 +169,9 @@ pub struct DatabaseInfo {
     pub runs: Vec<StoredRun>,
     pub files: i64,
     pub contents: i64,
+    /// Contents by the analysis that produced their evidence (`2:code`; empty text for none),
+    /// as (fingerprint, count).
+    pub analyses: Vec<(String, i64)>,
     /// Files by the machine of their content, as (IMAGE_FILE_MACHINE_*, count).
     pub machines: Vec<(u16, i64)>,
     /// Distinct tags by the strongest evidence any content has for them, strongest first.
@@ -149,6 +196,20 @@ pub struct StoredFile {
 /// The columns of a [`StoredFile`], in `file f JOIN content c`.
 const FILE_COLUMNS: &str = "f.content_id, f.host, f.path, c.sha256, c.machine, c.company, \
      c.description, c.version FROM file f JOIN content c ON c.id = f.content_id";
+
+/// A path as pooltag stores and shows it: its text where it is valid Unicode, and `\xNN` for
+/// each byte that is not (a Unix name in another encoding; on Windows, the bytes of an unpaired
+/// surrogate), so that two names differing only in such bytes stay two paths.
+pub fn path_text(path: &Path) -> String {
+    let mut text = String::new();
+    for chunk in path.as_os_str().as_encoded_bytes().utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02X}"));
+        }
+    }
+    text
+}
 
 /// The last component of a path as indexed, whichever platform wrote it (`\\` or `/`).
 pub fn file_name(path: &str) -> &str {
@@ -290,6 +351,10 @@ impl Database {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let analyses = conn
+            .prepare("SELECT analysis, count(*) FROM content GROUP BY analysis ORDER BY analysis")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
         let machines = conn
             .prepare(
                 "SELECT c.machine, count(*) FROM file f JOIN content c ON c.id = f.content_id \
@@ -336,6 +401,7 @@ impl Database {
             runs,
             files: count("SELECT count(*) FROM file")?,
             contents: count("SELECT count(*) FROM content")?,
+            analyses,
             machines,
             tags,
             tag_files,
@@ -564,7 +630,7 @@ impl Database {
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT evidence, api, rva, section, offset FROM site \
+                "SELECT evidence, api, rva, section, offset, via FROM site \
                  WHERE content_id = ?1 AND tag = ?2 ORDER BY rva, evidence, api",
             )
             .map_err(|e| self.fail(e))?;
@@ -576,12 +642,13 @@ impl Database {
                     r.get::<_, i64>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })
             .map_err(|e| self.fail(e))?;
         let mut sites = Vec::new();
         for row in rows {
-            let (level, api, rva, section, offset) = row.map_err(|e| self.fail(e))?;
+            let (level, api, rva, section, offset, via) = row.map_err(|e| self.fail(e))?;
             sites.push(StoredSite {
                 evidence: Evidence::from_number(level)
                     .ok_or_else(|| self.damaged("an unknown evidence level"))?,
@@ -590,6 +657,7 @@ impl Database {
                 section,
                 offset: u32::try_from(offset)
                     .map_err(|_| self.damaged("a section offset out of range"))?,
+                via: via_of(via.as_deref()).ok_or_else(|| self.damaged("a damaged 'via' list"))?,
             });
         }
         Ok(sites)

@@ -2,10 +2,18 @@
 //! the previous id (the first from 0). A list read from a database is untrusted: decoding
 //! checks every byte and fails instead of guessing.
 
-/// Appends `ids` (ascending) to `out`.
-pub fn encode(ids: &[i64], out: &mut Vec<u8>) {
+/// Ids a posting list cannot hold: not strictly ascending, or negative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotAscending;
+
+/// Appends `ids` to `out`. Refuses (leaving `out` as far as it got) what [`decode`] would refuse:
+/// ids that are negative or do not strictly ascend.
+pub fn encode(ids: &[i64], out: &mut Vec<u8>) -> Result<(), NotAscending> {
     let mut previous = 0i64;
-    for &id in ids {
+    for (i, &id) in ids.iter().enumerate() {
+        if id < previous || (i > 0 && id == previous) {
+            return Err(NotAscending);
+        }
         let mut delta = (id - previous) as u64;
         previous = id;
         loop {
@@ -18,6 +26,7 @@ pub fn encode(ids: &[i64], out: &mut Vec<u8>) {
             out.push(byte | 0x80);
         }
     }
+    Ok(())
 }
 
 /// The ids of a list, or `None` when it is damaged (a varint cut short or too long, or ids
@@ -56,9 +65,18 @@ mod tests {
     #[test]
     fn small_gaps_take_one_byte() {
         let mut out = Vec::new();
-        encode(&[1, 2, 130, 131], &mut out);
+        encode(&[1, 2, 130, 131], &mut out).unwrap();
         assert_eq!(out, vec![1, 1, 128, 1, 1]);
         assert_eq!(decode(&out), Some(vec![1, 2, 130, 131]));
+    }
+
+    #[test]
+    fn lists_the_decoder_would_refuse_are_not_encoded() {
+        let mut out = Vec::new();
+        assert_eq!(encode(&[3, 3], &mut out), Err(NotAscending));
+        assert_eq!(encode(&[5, 4], &mut Vec::new()), Err(NotAscending));
+        assert_eq!(encode(&[-1], &mut Vec::new()), Err(NotAscending));
+        assert_eq!(encode(&[0, 1], &mut out.clone()), Ok(()));
     }
 
     #[test]
@@ -75,8 +93,16 @@ mod tests {
             ids.sort_unstable();
             ids.dedup();
             let mut out = Vec::new();
-            encode(&ids, &mut out);
+            encode(&ids, &mut out).unwrap();
             prop_assert_eq!(decode(&out), Some(ids));
+        }
+
+        #[test]
+        fn whatever_encodes_decodes_to_the_same_ids(ids in proptest::collection::vec(-3i64..300, 0..20)) {
+            let mut out = Vec::new();
+            if encode(&ids, &mut out).is_ok() {
+                prop_assert_eq!(decode(&out), Some(ids));
+            }
         }
 
         #[test]

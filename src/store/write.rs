@@ -26,8 +26,8 @@ use rusqlite::{Connection, params};
 
 use super::{describe, migrate, postings, read_only_uri};
 use crate::error::{Error, Result};
-use crate::extract::Findings;
 use crate::extract::version::VersionInfo;
+use crate::extract::{Analysis, Findings};
 use crate::read::PeSummary;
 use crate::tag::Tag;
 use crate::tagfile::TagFile;
@@ -44,6 +44,8 @@ pub struct ContentRecord {
     pub size: u64,
     pub image: PeSummary,
     pub version: VersionInfo,
+    /// The analysis that made `findings`.
+    pub analysis: Analysis,
     /// Distinct bytes-level tags.
     pub tags: Vec<Tag>,
     /// Stronger evidence from the code and data.
@@ -77,7 +79,8 @@ pub struct RunRecord {
 pub struct PreviousIndex {
     /// This host's files by path.
     pub files: HashMap<String, PreviousFile>,
-    /// Every content by SHA-256.
+    /// The contents whose analysis is the run's, by SHA-256: reusable as they are. A content
+    /// analysed otherwise (by an older pooltag, or with other options) is analysed again.
     pub contents: HashMap<Sha256, i64>,
 }
 
@@ -87,6 +90,20 @@ pub struct PreviousFile {
     pub content_id: i64,
     pub size: u64,
     pub mtime_ns: Option<i64>,
+    /// Its content's analysis is the run's: an unchanged file need not be read.
+    pub reusable: bool,
+}
+
+/// What an index run replaces of its host's previous files and tag files: the files under its
+/// roots and the tag files under them or named with `--pooltag-txt`. The rest is kept, unless
+/// `prune` asks for only what this run found.
+#[derive(Clone, Copy, Debug)]
+pub struct Replaced<'a> {
+    /// The roots as stored paths (absolute, normalised).
+    pub roots: &'a [String],
+    /// The tag files named with `--pooltag-txt`, as stored paths.
+    pub tag_files: &'a [String],
+    pub prune: bool,
 }
 
 /// A database being built. Dropping it without [`IndexWriter::finish`] deletes the temporary file
@@ -115,12 +132,15 @@ pub struct IndexWriter {
 /// What a new database is built for.
 #[derive(Clone, Copy, Debug)]
 pub enum Purpose<'a> {
-    /// An index run on `host`. With `previous` (a pooltag database of the current schema,
-    /// usually the target itself), its contents can be reused and the files and tag files of
-    /// other hosts are kept.
+    /// An index run on `host` making `analysis`. With `previous` (a pooltag database of the
+    /// current schema, usually the target itself), its contents analysed the same way are
+    /// reused, the files and tag files of other hosts are kept, and so are this host's that the
+    /// run does not replace.
     Index {
         host: &'a str,
+        analysis: Analysis,
         previous: Option<&'a Path>,
+        replaced: Replaced<'a>,
     },
     /// A merge of databases ([`IndexWriter::absorb`]).
     Merge,
@@ -187,13 +207,16 @@ impl IndexWriter {
              content_ids BLOB NOT NULL, PRIMARY KEY (tag, segment)) WITHOUT ROWID; \
              CREATE TEMP TABLE reused (id INTEGER PRIMARY KEY); BEGIN;",
         )?;
-        let Purpose::Index { previous, .. } = purpose else {
+        let Purpose::Index {
+            previous, replaced, ..
+        } = purpose
+        else {
             return Ok(());
         };
         if let Some(previous) = previous {
             conn.execute("ATTACH DATABASE ?1 AS old", [read_only_uri(previous)])?;
             self.has_old = true;
-            self.keep_other_hosts()?;
+            self.keep_previous(replaced)?;
             let conn = self.conn();
             self.next_content_id = conn.query_row(
                 "SELECT coalesce(max(id), 0) + 1 FROM old.content",
@@ -212,16 +235,47 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// Copies, ids unchanged, what the previous database holds for other hosts: their runs,
-    /// files and tag files, and the contents and entries these use.
-    fn keep_other_hosts(&self) -> rusqlite::Result<()> {
+    /// Copies, ids unchanged, what the previous database holds that this run does not replace:
+    /// other hosts' runs, files and tag files; this host's files outside the roots and tag files
+    /// neither under the roots nor named again (all of them replaced when pruning); the runs
+    /// that recorded what is kept, and the contents and entries it uses.
+    fn keep_previous(&self, replaced: Replaced) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        conn.execute_batch(
+            "CREATE TEMP TABLE roots (path TEXT NOT NULL, prefix TEXT NOT NULL); \
+             CREATE TEMP TABLE named (path TEXT PRIMARY KEY);",
+        )?;
+        for root in replaced.roots {
+            let prefix = if root.ends_with(std::path::MAIN_SEPARATOR) {
+                root.clone()
+            } else {
+                format!("{root}{}", std::path::MAIN_SEPARATOR)
+            };
+            conn.execute("INSERT INTO temp.roots VALUES (?1, ?2)", [root, &prefix])?;
+        }
+        for path in replaced.tag_files {
+            conn.execute("INSERT OR IGNORE INTO temp.named VALUES (?1)", [path])?;
+        }
+        let under_roots = "EXISTS (SELECT 1 FROM temp.roots r WHERE x.path = r.path \
+             OR substr(x.path, 1, length(r.prefix)) = r.prefix)";
+        let kept_files = format!("x.host <> ?1 OR (NOT ?2 AND NOT {under_roots})",);
+        let kept_tag_files = format!(
+            "x.host <> ?1 OR (NOT ?2 AND NOT {under_roots} \
+             AND x.path NOT IN (SELECT path FROM temp.named))"
+        );
         for sql in [
-            "INSERT INTO run SELECT * FROM old.run WHERE host <> ?1",
-            "INSERT INTO temp.reused SELECT DISTINCT content_id FROM old.file WHERE host <> ?1",
-            "INSERT INTO file SELECT * FROM old.file WHERE host <> ?1",
-            "INSERT INTO tag_file SELECT * FROM old.tag_file WHERE host <> ?1",
+            format!(
+                "INSERT INTO run SELECT * FROM old.run WHERE host <> ?1 OR id IN \
+                 (SELECT x.run_id FROM old.file x WHERE {kept_files})"
+            ),
+            format!(
+                "INSERT INTO temp.reused SELECT DISTINCT x.content_id FROM old.file x \
+                 WHERE {kept_files}"
+            ),
+            format!("INSERT INTO file SELECT * FROM old.file x WHERE {kept_files}"),
+            format!("INSERT INTO tag_file SELECT * FROM old.tag_file x WHERE {kept_tag_files}"),
         ] {
-            self.conn().execute(sql, [&self.host])?;
+            conn.execute(&sql, params![&self.host, replaced.prune])?;
         }
         self.conn().execute_batch(
             "INSERT INTO tag_entry SELECT * FROM old.tag_entry WHERE id IN \
@@ -231,23 +285,28 @@ impl IndexWriter {
         )
     }
 
-    /// What the attached previous database holds for this host.
-    pub fn previous_index(&self) -> Result<PreviousIndex> {
+    /// What the attached previous database holds for this host, its contents made by `analysis`
+    /// counted reusable.
+    pub fn previous_index(&self, analysis: Analysis) -> Result<PreviousIndex> {
         let mut previous = PreviousIndex::default();
         if !self.has_old {
             return Ok(previous);
         }
         let mut read = || -> rusqlite::Result<()> {
             let conn = self.conn();
-            let mut files = conn
-                .prepare("SELECT path, content_id, size, mtime_ns FROM old.file WHERE host = ?1")?;
-            let rows = files.query_map([&self.host], |r| {
+            let analysis = analysis.to_string();
+            let mut files = conn.prepare(
+                "SELECT f.path, f.content_id, f.size, f.mtime_ns, c.analysis = ?2 \
+                 FROM old.file f JOIN old.content c ON c.id = f.content_id WHERE f.host = ?1",
+            )?;
+            let rows = files.query_map([&self.host, &analysis], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     PreviousFile {
                         content_id: r.get(1)?,
                         size: r.get::<_, i64>(2)? as u64,
                         mtime_ns: r.get(3)?,
+                        reusable: r.get(4)?,
                     },
                 ))
             })?;
@@ -255,8 +314,10 @@ impl IndexWriter {
                 let (path, file) = row?;
                 previous.files.insert(path, file);
             }
-            let mut contents = conn.prepare("SELECT sha256, id FROM old.content")?;
-            let rows = contents.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))?;
+            let mut contents =
+                conn.prepare("SELECT sha256, id FROM old.content WHERE analysis = ?1")?;
+            let rows =
+                contents.query_map([&analysis], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))?;
             for row in rows {
                 let (sha, id) = row?;
                 if let Ok(sha) = Sha256::try_from(sha.as_slice()) {
@@ -304,6 +365,14 @@ impl IndexWriter {
             return Ok(id);
         }
         let id = self.next_content_id;
+        // Posting lists pair a tag with a 32-bit content id.
+        let pair_id = u32::try_from(id).map_err(|_| {
+            Error::new(format!(
+                "{}: more contents than a pooltag database holds (the previous database is \
+                 unchanged)",
+                self.target.display()
+            ))
+        })?;
         self.insert_content(id, content).map_err(|e| self.fail(e))?;
         self.next_content_id += 1;
         self.contents.insert(content.sha256, id);
@@ -311,7 +380,7 @@ impl IndexWriter {
             content
                 .tags
                 .iter()
-                .map(|tag| (u64::from(tag.key()) << 32) | id as u64),
+                .map(|tag| (u64::from(tag.key()) << 32) | u64::from(pair_id)),
         );
         if self.pairs.len() >= self.pair_budget {
             self.write_segment()?;
@@ -324,8 +393,8 @@ impl IndexWriter {
         let v = &content.version;
         conn.prepare_cached(
             "INSERT INTO content (id, sha256, size, machine, subsystem, pe_timestamp, signed, \
-             company, description, version, product, original_filename) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             company, description, version, product, original_filename, analysis) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             id,
@@ -339,7 +408,8 @@ impl IndexWriter {
             v.description,
             v.file_version,
             v.product,
-            v.original_filename
+            v.original_filename,
+            content.analysis.to_string()
         ])?;
         let mut level = conn.prepare_cached(
             "INSERT INTO content_tag (tag, content_id, evidence) VALUES (?1, ?2, ?3)",
@@ -430,7 +500,8 @@ impl IndexWriter {
         conn.execute_batch(
             "CREATE TEMP TABLE hosts (host TEXT PRIMARY KEY); \
              CREATE TEMP TABLE run_map (src INTEGER PRIMARY KEY, id INTEGER); \
-             CREATE TEMP TABLE content_map (src INTEGER PRIMARY KEY, id INTEGER, new INTEGER);",
+             CREATE TEMP TABLE content_map (src INTEGER PRIMARY KEY, id INTEGER, \
+                 new INTEGER, renew INTEGER);",
         )?;
         for host in hosts {
             conn.execute("INSERT OR IGNORE INTO temp.hosts VALUES (?1)", [host])?;
@@ -454,39 +525,58 @@ impl IndexWriter {
                 params![src_id, conn.last_insert_rowid()],
             )?;
         }
-        // Contents the hosts' files use: shared by SHA-256, else new.
-        let used: Vec<(i64, Vec<u8>)> = conn
+        // Contents the hosts' files use: shared by SHA-256, else new. A shared content takes
+        // this input's analysis when it is stronger (a newer analysis, then code over
+        // --bytes-only), so the order of the inputs does not matter.
+        let used: Vec<(i64, Vec<u8>, String)> = conn
             .prepare(
-                "SELECT DISTINCT c.id, c.sha256 FROM src.content c JOIN src.file f \
+                "SELECT DISTINCT c.id, c.sha256, c.analysis FROM src.content c JOIN src.file f \
                  ON f.content_id = c.id WHERE f.host IN (SELECT host FROM temp.hosts)",
             )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        for (src_id, sha) in used {
+        for (src_id, sha, analysis) in used {
             let sha = Sha256::try_from(sha.as_slice()).map_err(|_| damaged_list())?;
-            let (id, new) = match self.contents.get(&sha) {
-                Some(id) => (*id, false),
+            let (id, new, renew) = match self.contents.get(&sha) {
+                Some(id) => {
+                    let stored: String =
+                        conn.query_row("SELECT analysis FROM content WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })?;
+                    (
+                        *id,
+                        false,
+                        Analysis::parse(&analysis) > Analysis::parse(&stored),
+                    )
+                }
                 None => {
                     let id = self.next_content_id;
                     self.next_content_id += 1;
                     self.contents.insert(sha, id);
-                    (id, true)
+                    (id, true, false)
                 }
             };
             conn.execute(
-                "INSERT INTO temp.content_map VALUES (?1, ?2, ?3)",
-                params![src_id, id, new],
+                "INSERT INTO temp.content_map VALUES (?1, ?2, ?3, ?4)",
+                params![src_id, id, new, renew],
             )?;
         }
         conn.execute_batch(
             "INSERT INTO content SELECT m.id, c.sha256, c.size, c.machine, c.subsystem, \
                  c.pe_timestamp, c.signed, c.company, c.description, c.version, c.product, \
-                 c.original_filename FROM src.content c JOIN temp.content_map m ON m.src = c.id \
-                 WHERE m.new; \
+                 c.original_filename, c.analysis FROM src.content c \
+                 JOIN temp.content_map m ON m.src = c.id WHERE m.new; \
+             DELETE FROM content_tag WHERE content_id IN \
+                 (SELECT id FROM temp.content_map WHERE renew); \
+             DELETE FROM site WHERE content_id IN (SELECT id FROM temp.content_map WHERE renew); \
+             UPDATE content SET analysis = (SELECT c.analysis FROM src.content c \
+                 JOIN temp.content_map m ON m.src = c.id WHERE m.id = content.id) \
+                 WHERE id IN (SELECT id FROM temp.content_map WHERE renew); \
              INSERT INTO content_tag SELECT t.tag, m.id, t.evidence FROM src.content_tag t \
-                 JOIN temp.content_map m ON m.src = t.content_id WHERE m.new; \
-             INSERT INTO site SELECT m.id, s.tag, s.evidence, s.api, s.rva, s.section, s.offset \
-                 FROM src.site s JOIN temp.content_map m ON m.src = s.content_id WHERE m.new; \
+                 JOIN temp.content_map m ON m.src = t.content_id WHERE m.new OR m.renew; \
+             INSERT INTO site SELECT m.id, s.tag, s.evidence, s.api, s.rva, s.section, s.offset, \
+                 s.via FROM src.site s JOIN temp.content_map m ON m.src = s.content_id \
+                 WHERE m.new OR m.renew; \
              INSERT OR IGNORE INTO file (content_id, run_id, host, path, name, size, mtime_ns) \
                  SELECT m.id, coalesce(r.id, 0), f.host, f.path, f.name, f.size, f.mtime_ns \
                  FROM src.file f JOIN temp.content_map m ON m.src = f.content_id \
@@ -567,7 +657,7 @@ impl IndexWriter {
         let mut blob = Vec::new();
         for (key, ids) in group_pairs(&pairs) {
             blob.clear();
-            postings::encode(&ids, &mut blob);
+            postings::encode(&ids, &mut blob).map_err(|_| self.fail(damaged_list()))?;
             insert
                 .execute(params![key, segment, blob])
                 .map_err(|e| self.fail(e))?;
@@ -590,13 +680,22 @@ impl IndexWriter {
         Ok(distinct_tags)
     }
 
-    /// Copies the reused contents of the previous database with their tags and sites.
+    /// Copies the reused contents of the previous database with their tags and sites. A kept
+    /// file (of another host, or outside this run's roots) whose content this run analysed again
+    /// points to the new analysis instead of the old one.
     fn copy_reused(&self) -> rusqlite::Result<()> {
         if !self.has_old {
             return Ok(());
         }
         self.conn().execute_batch(
-            "INSERT INTO content SELECT * FROM old.content WHERE id IN (SELECT id FROM temp.reused); \
+            "CREATE TEMP TABLE renewed AS SELECT o.id AS old_id, n.id AS new_id \
+                 FROM old.content o JOIN content n ON n.sha256 = o.sha256; \
+             UPDATE file SET content_id = \
+                 (SELECT new_id FROM temp.renewed WHERE old_id = file.content_id) \
+                 WHERE content_id IN (SELECT old_id FROM temp.renewed); \
+             DELETE FROM temp.reused WHERE id IN (SELECT old_id FROM temp.renewed); \
+             DROP TABLE temp.renewed; \
+             INSERT INTO content SELECT * FROM old.content WHERE id IN (SELECT id FROM temp.reused); \
              INSERT INTO content_tag SELECT * FROM old.content_tag \
                  WHERE content_id IN (SELECT id FROM temp.reused); \
              INSERT INTO site SELECT * FROM old.site WHERE content_id IN (SELECT id FROM temp.reused);",
@@ -682,7 +781,7 @@ impl IndexWriter {
                 continue;
             }
             blob.clear();
-            postings::encode(&ids, &mut blob);
+            postings::encode(&ids, &mut blob).map_err(|_| damaged_list())?;
             insert.execute(params![key, blob])?;
         }
         Ok(())
