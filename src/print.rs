@@ -438,7 +438,7 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
     let analyses: Vec<String> = info
         .analyses
         .iter()
-        .map(|(analysis, n)| format!("{analysis} {n}"))
+        .map(|(analysis, n)| format!("{} {n}", escape(analysis)))
         .collect();
     writeln!(out, "  contents by analysis: {}", analyses.join(", "))?;
     let machines: Vec<String> = info
