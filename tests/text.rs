@@ -1,5 +1,5 @@
-//! Untrusted text in human output: control characters in paths and tag files are shown
-//! escaped, never sent to the terminal.
+//! Text in and out: control characters in paths and tag files are shown escaped, never sent
+//! to the terminal; tag files saved on Windows (UTF-8 with a BOM, UTF-16) are read whole.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -96,5 +96,53 @@ fn control_characters_from_paths_and_tag_files_are_escaped() {
             stdout(output)
         );
         assert!(!stdout(output).contains('\u{9b}'));
+    }
+}
+
+/// A localtag.txt saved by PowerShell (UTF-16LE) or Notepad (UTF-8 with a BOM) gives every
+/// entry, the first line's included.
+#[test]
+fn tag_files_saved_on_windows_are_read_whole() {
+    let lines = "1Bp2 - basic.sys - Pool2 buffer\r\n1Ba1 - basic.sys - First buffer\r\n";
+    let utf16: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain(lines.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let bom = [&b"\xef\xbb\xbf"[..], lines.as_bytes()].concat();
+    for content in [utf16, bom] {
+        let dir = tempfile::tempdir().unwrap();
+        let tags = dir.path().join("localtag.txt");
+        fs::write(&tags, content).unwrap();
+        let db = dir.path().join("pooltag.db");
+        pooltag()
+            .arg("--db")
+            .arg(&db)
+            .args(["index", "--pooltag-txt"])
+            .arg(&tags)
+            .arg(fixture("x64-O2/basic.sys"))
+            .assert()
+            .success();
+        let json = pooltag()
+            .arg("--db")
+            .arg(&db)
+            .args(["query", "--json", "1B*"])
+            .output()
+            .unwrap();
+        let items: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+        let entries: Vec<(&str, &str, u64)> = items
+            .iter()
+            .filter(|i| i["kind"] == "pooltag")
+            .map(|i| {
+                (
+                    i["tag"].as_str().unwrap(),
+                    i["description"].as_str().unwrap(),
+                    i["line"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![("1Bp2", "Pool2 buffer", 1), ("1Ba1", "First buffer", 2)]
+        );
     }
 }
