@@ -241,12 +241,14 @@ tag_evidence=${tag#* }
 tag=${tag%% *}
 pass "tags --json $tag_driver: valid JSON, picked tag '$tag' ($tag_evidence evidence)"
 
-run tags_short tags "$sys"
+# Human output summarises the bytes level: ask for the picked tag's level, which lists it.
+run tags_short tags "$sys" --evidence "$tag_evidence"
 expect_rc 0 "tags $sys (by file name)"
 grep -qF "$tag" "$last_out" || fail "tags $sys (by file name) does not list '$tag'$(show)"
 pass "tags $sys (file name only) resolves to $tag_driver and lists '$tag'"
 
-run query_human query "$tag"
+# At the tag's level or stronger, so that a bytes-level driver is listed, not counted.
+run query_human query "$tag" --evidence "$tag_evidence"
 expect_rc 0 "query $tag"
 grep -qF "$tag_driver" "$last_out" ||
   fail "query $tag does not name $tag_driver (paths should print the Windows way)$(show)"

@@ -1,14 +1,19 @@
 //! `pooltag annotate`: text that names pool tags, printed back with the answer beside each tag.
 //!
-//! Recognised layouts, told apart by their header lines (the input's own layout is kept, lines
-//! without a tag pass through unchanged):
+//! Each input is read on its own (its layout, line numbers and last line are its own), as bytes:
+//! lines are decoded only to find their tag, and are printed back byte for byte with the answer
+//! added. An input with a byte-order mark is decoded by [`crate::text::decode`]; UTF-16 comes out
+//! as UTF-8. Recognised layouts, told apart by their header lines:
 //! - PoolMon: a ` Tag  Type  Allocs  Frees  Diff  Bytes  Per Alloc` header (with or without
 //!   `Mapped_Driver`), then one line per tag, the tag in the four columns after the first space;
 //! - WinDbg `!poolused`: a ` Tag  Allocs  Used ...` header, then lines of the same shape; its
 //!   `UNKNOWN pooltag 'XXXX', please update pooltag.txt` lines are the ones that most need an
 //!   answer;
-//! - CSV with a `Tag` column (WPA and xperf exports);
-//! - a plain list of tags, one per line (`AfdA`, `Irp`, `0x41646641`).
+//! - CSV with a `Tag` column (WPA and xperf exports), and tab-separated tables with one: the
+//!   answer goes into a new last column, so the table stays a table;
+//! - a plain list of tags: an input without a table header whose every non-blank line is one
+//!   word (`AfdA`, `Irp`, `0x41646641`). Elsewhere a lone word is taken as a tag only when it is
+//!   a tag value (`0x41646641`): in prose, `Done` or `OK` is a word, not a tag.
 
 use std::collections::HashMap;
 
@@ -17,18 +22,43 @@ use crate::extract::Evidence;
 use crate::query::{FileMatch, Scope, find_entries, find_files};
 use crate::store::{Database, StoredEntry};
 use crate::tag::{Tag, TagPattern};
+use crate::text::{Encoding, decode};
 
 /// Driver names shown per tag at most.
 const MAX_NAMES: usize = 3;
 
-/// The layout of an input.
+/// The name of the column added to a CSV or tab-separated table.
+pub const COLUMN_NAME: &str = "pooltag";
+
+/// The field separator of a table with a `Tag` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Separator {
+    Comma,
+    Tab,
+}
+
+/// The layout lines are read in, set by the last header line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     /// PoolMon or `!poolused`: the tag in columns 1-4 of a data line.
     Columns,
-    /// CSV with the tag in this column.
-    Csv(usize),
-    PlainList,
+    /// A table with the tag in this column.
+    Table(Separator, usize),
+    /// No header yet: a plain list of tags, or text.
+    Text,
+}
+
+/// How the answer is added to a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// `  # answer` after the line, when it names a tag.
+    Comment,
+    /// The header of a table: the new column's name.
+    Header(Separator),
+    /// A row of a table: the answer in the new column, empty when the row names no tag.
+    Row(Separator),
+    /// Nothing (a blank line of a table).
+    Nothing,
 }
 
 /// What pooltag knows of one tag.
@@ -44,32 +74,93 @@ pub struct TagAnswer {
 /// One input line, with the tag it names, if any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnnotatedLine {
+    /// 1-based, within its input.
     pub line: usize,
-    pub text: String,
+    /// The line as read, without its line end (UTF-8 when the input was UTF-16).
+    pub text: Vec<u8>,
+    /// Whether it ended in CR LF (printed back so); other lines end in LF, the last one too.
+    pub crlf: bool,
     pub tag: Option<Tag>,
+    pub slot: Slot,
 }
 
-/// Finds the tag of every line of `text`.
-pub fn tags_in(text: &str) -> Vec<AnnotatedLine> {
-    let mut layout = Layout::PlainList;
-    let mut out = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
+/// One input: a file, or `-` for standard input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub name: String,
+    /// Whether it began with a UTF-8 byte-order mark, which is printed back.
+    pub utf8_bom: bool,
+    pub lines: Vec<AnnotatedLine>,
+}
+
+/// Reads one input's bytes: decodes them when they carry a byte-order mark and finds the tag
+/// of every line.
+pub fn read_input(name: &str, bytes: &[u8]) -> Input {
+    let (encoding, text) = decode(bytes);
+    Input {
+        name: name.to_owned(),
+        utf8_bom: encoding == Encoding::Utf8Bom,
+        lines: tags_in(&text),
+    }
+}
+
+/// Finds the tag of every line of one input's text.
+fn tags_in(text: &[u8]) -> Vec<AnnotatedLine> {
+    let mut raw: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    if raw.last().is_some_and(|l| l.is_empty()) {
+        raw.pop();
+    }
+    let last = raw.len();
+    let lines: Vec<(&[u8], bool)> = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| match line.strip_suffix(b"\r") {
+            // A CR at the very end of the input ends no line: it stays in the text.
+            Some(content) if i + 1 < last || text.ends_with(b"\n") => (content, true),
+            _ => (line, false),
+        })
+        .collect();
+    let decoded: Vec<String> = lines
+        .iter()
+        .map(|(line, _)| String::from_utf8_lossy(line).into_owned())
+        .collect();
+    let has_header = decoded.iter().any(|l| header_layout(l).is_some());
+    let plain_list = !has_header
+        && decoded
+            .iter()
+            .all(|l| l.split_whitespace().nth(1).is_none());
+    let mut layout = Layout::Text;
+    let mut out = Vec::with_capacity(lines.len());
+    for (index, ((bytes, crlf), line)) in lines.into_iter().zip(&decoded).enumerate() {
         let mut tag = None;
-        if let Some(next) = header_layout(line) {
+        let slot = if let Some(next) = header_layout(line) {
             layout = next;
+            match next {
+                Layout::Table(separator, _) => Slot::Header(separator),
+                _ => Slot::Comment,
+            }
         } else {
             tag = match layout {
                 Layout::Columns => column_tag(line),
-                Layout::Csv(column) => csv_tag(line, column),
-                Layout::PlainList => plain_tag(line),
+                Layout::Table(Separator::Comma, column) => csv_tag(line, column),
+                Layout::Table(Separator::Tab, column) => {
+                    line.split('\t').nth(column).and_then(plain_tag)
+                }
+                Layout::Text => lone_tag(line, plain_list),
             }
             .or_else(|| unknown_tag(line));
-        }
+            match layout {
+                Layout::Table(..) if line.trim().is_empty() => Slot::Nothing,
+                Layout::Table(separator, _) => Slot::Row(separator),
+                _ => Slot::Comment,
+            }
+        };
         out.push(AnnotatedLine {
             line: index + 1,
-            text: line.to_owned(),
+            text: bytes.to_vec(),
+            crlf,
             tag,
+            slot,
         });
     }
     out
@@ -77,6 +168,13 @@ pub fn tags_in(text: &str) -> Vec<AnnotatedLine> {
 
 /// A header line starts a layout.
 fn header_layout(line: &str) -> Option<Layout> {
+    let is_tag = |field: &str| field.trim().trim_matches('"').eq_ignore_ascii_case("tag");
+    // Before PoolMon's header: `Tag<TAB>Type<TAB>Allocs<TAB>Frees` is a table.
+    if line.contains('\t')
+        && let Some(column) = line.split('\t').position(is_tag)
+    {
+        return Some(Layout::Table(Separator::Tab, column));
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     if words.first() == Some(&"Tag")
         && (words.get(1..4) == Some(&["Type", "Allocs", "Frees"][..])
@@ -87,10 +185,8 @@ fn header_layout(line: &str) -> Option<Layout> {
     }
     if line.contains(',') {
         let fields = csv_fields(line)?;
-        let column = fields
-            .iter()
-            .position(|f| f.trim().eq_ignore_ascii_case("tag"))?;
-        return Some(Layout::Csv(column));
+        let column = fields.iter().position(|f| is_tag(f))?;
+        return Some(Layout::Table(Separator::Comma, column));
     }
     None
 }
@@ -126,7 +222,18 @@ fn csv_fields(line: &str) -> Option<Vec<String>> {
     Some(record.iter().map(str::to_owned).collect())
 }
 
-/// A line that is only a tag (trailing spaces are padding) or a tag value in hex.
+/// A line of text that is one word: a tag in a plain list, else only a tag value (`0x...`).
+fn lone_tag(line: &str, plain_list: bool) -> Option<Tag> {
+    let word = line.trim();
+    let value = word.len() > 4 && word.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
+    if plain_list || value {
+        plain_tag(line)
+    } else {
+        None
+    }
+}
+
+/// A field that is only a tag (trailing spaces are padding) or a tag value in hex.
 fn plain_tag(field: &str) -> Option<Tag> {
     let text = field.trim_start().trim_end_matches([' ', '\t']);
     let text = text.trim_matches('"');
@@ -146,11 +253,12 @@ fn unknown_tag(line: &str) -> Option<Tag> {
     Some(Tag(tag.as_bytes().try_into().ok()?))
 }
 
-/// Answers every distinct tag of `lines`.
-pub fn answers(db: &Database, lines: &[AnnotatedLine]) -> Result<HashMap<Tag, TagAnswer>> {
+/// Answers every distinct tag of `inputs`.
+pub fn answers(db: &Database, inputs: &[Input]) -> Result<HashMap<Tag, TagAnswer>> {
     let entries = db.tag_entries()?;
     let mut answers = HashMap::new();
-    for tag in lines.iter().filter_map(|l| l.tag) {
+    let lines = inputs.iter().flat_map(|input| &input.lines);
+    for tag in lines.filter_map(|l| l.tag) {
         if answers.contains_key(&tag) {
             continue;
         }
@@ -181,8 +289,8 @@ pub fn answers(db: &Database, lines: &[AnnotatedLine]) -> Result<HashMap<Tag, Ta
     Ok(answers)
 }
 
-/// The answer as one short note: `afd.sys (call, Microsoft Corporation); Pooltag.txt: afd.sys -
-/// AFD objects`.
+/// The answer as one short note, escaped for a terminal: `afd.sys (call, Microsoft Corporation);
+/// Pooltag.txt: afd.sys - AFD objects`.
 pub fn note(answer: &TagAnswer) -> String {
     let mut parts = Vec::new();
     // The same driver in several places (DriverStore and System32, several hosts) is one name.
@@ -221,7 +329,8 @@ pub fn note(answer: &TagAnswer) -> String {
     if parts.is_empty() {
         "no driver or Pooltag.txt entry known".to_owned()
     } else {
-        parts.join("; ")
+        // Names, companies and descriptions come from drivers and tag files: untrusted.
+        crate::text::escape(&parts.join("; ")).into_owned()
     }
 }
 
@@ -230,7 +339,7 @@ mod tests {
     use super::*;
 
     fn tags(text: &str) -> Vec<Option<String>> {
-        tags_in(text)
+        tags_in(text.as_bytes())
             .into_iter()
             .map(|l| l.tag.map(|t| t.to_string()))
             .collect()
@@ -279,12 +388,18 @@ mod tests {
 
     #[test]
     fn csv_tag_column_and_plain_lists() {
-        let text = "Type,Tag,Size\nNonPaged,AfdA,100\nPaged,\"Irp \",20\nPaged,,3\n";
+        let text = "Type,Tag,Size\nNonPaged,AfdA,100\nPaged,\"Irp \",20\nPaged,,3\n\n";
         assert_eq!(
             tags(text),
-            vec![None, Some("AfdA".into()), Some("Irp ".into()), None]
+            vec![None, Some("AfdA".into()), Some("Irp ".into()), None, None]
         );
-        let list = "AfdA\nIrp\n0x41646641\nnot a tag\n\n";
+        let slots: Vec<Slot> = tags_in(text.as_bytes()).iter().map(|l| l.slot).collect();
+        let row = Slot::Row(Separator::Comma);
+        assert_eq!(
+            slots,
+            vec![Slot::Header(Separator::Comma), row, row, row, Slot::Nothing]
+        );
+        let list = "AfdA\nIrp\n0x41646641\nlonger\n\n";
         assert_eq!(
             tags(list),
             vec![
@@ -295,5 +410,82 @@ mod tests {
                 None
             ]
         );
+    }
+
+    #[test]
+    fn short_words_of_prose_are_not_tags_but_values_are() {
+        let text = "Leak seen today\nDone\nOK\n0x41646641\n";
+        assert_eq!(tags(text), vec![None, None, None, Some("AfdA".into())]);
+    }
+
+    #[test]
+    fn tab_separated_tables_have_a_tag_column() {
+        let text = "Tag\tType\tAllocs\tFrees\nAfdA\tNonp\t12\t3\n";
+        assert_eq!(tags(text), vec![None, Some("AfdA".into())]);
+        let slots: Vec<Slot> = tags_in(text.as_bytes()).iter().map(|l| l.slot).collect();
+        assert_eq!(
+            slots,
+            vec![Slot::Header(Separator::Tab), Slot::Row(Separator::Tab)]
+        );
+    }
+
+    #[test]
+    fn lines_keep_their_bytes_and_line_ends() {
+        let lines = tags_in(b"AfdA\r\nIrp\xff\nBad\r");
+        let kept: Vec<(&[u8], bool)> = lines.iter().map(|l| (&l.text[..], l.crlf)).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (&b"AfdA"[..], true),
+                (&b"Irp\xff"[..], false),
+                (&b"Bad\r"[..], false)
+            ]
+        );
+        assert_eq!(lines[0].tag, Some(Tag(*b"AfdA")));
+    }
+
+    #[test]
+    fn utf16_input_is_decoded() {
+        let bytes: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain("AfdA\r\nIrp\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let input = read_input("-", &bytes);
+        assert!(!input.utf8_bom);
+        let got: Vec<(Vec<u8>, Option<Tag>)> =
+            input.lines.into_iter().map(|l| (l.text, l.tag)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"AfdA".to_vec(), Some(Tag(*b"AfdA"))),
+                (b"Irp".to_vec(), Some(Tag(*b"Irp ")))
+            ]
+        );
+        let bom = read_input("x", b"\xef\xbb\xbfAfdA\n");
+        assert!(bom.utf8_bom);
+        assert_eq!(bom.lines[0].tag, Some(Tag(*b"AfdA")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_read_without_panic_and_kept(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)
+        ) {
+            let input = read_input("-", &bytes);
+            if !bytes.starts_with(b"\xef\xbb\xbf") && !bytes.starts_with(b"\xff\xfe")
+                && !bytes.starts_with(b"\xfe\xff")
+            {
+                let mut again = Vec::new();
+                for line in &input.lines {
+                    again.extend_from_slice(&line.text);
+                    again.extend_from_slice(if line.crlf { b"\r\n" } else { b"\n" });
+                }
+                let mut expected = bytes.clone();
+                if !expected.is_empty() && !expected.ends_with(b"\n") {
+                    expected.push(b'\n');
+                }
+                proptest::prop_assert_eq!(again, expected);
+            }
+        }
     }
 }

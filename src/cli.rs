@@ -108,7 +108,7 @@ enum CommandArgs {
         /// Print one JSON array of the tagged lines and their answers
         #[arg(long)]
         json: bool,
-        /// Files to read [default: standard input]
+        /// Files to read, `-` for standard input [default: standard input]
         #[arg(value_name = "INPUT")]
         inputs: Vec<PathBuf>,
     },

@@ -36,6 +36,7 @@ use crate::store::write::{
 };
 use crate::store::{Database, path_text};
 use crate::tagfile::{self, TagFile};
+use crate::text::escape;
 use crate::walk::{WalkItem, walk};
 
 /// What `pooltag index` was asked to do.
@@ -113,7 +114,7 @@ impl std::fmt::Display for IndexSummary {
             if self.tag_files.is_empty() {
                 String::new()
             } else {
-                format!(" from {}", self.tag_files.join(", "))
+                format!(" from {}", escape(&self.tag_files.join(", ")))
             },
             match self.lines_not_understood {
                 0 => String::new(),
@@ -393,13 +394,11 @@ fn store_outcomes(
         |writer: &mut IndexWriter, summary: &mut IndexSummary, file: &FileRecord, id| {
             if !writer.add_file(file, id)? {
                 summary.errors += 1;
-                bar.suspend(|| {
-                    eprintln!(
-                        "pooltag: {}: another file's name reads the same once stored; only the \
-                     first is indexed",
-                        file.path
-                    )
-                });
+                report(
+                    bar,
+                    &file.path,
+                    "another file's name reads the same once stored; only the first is indexed",
+                );
             }
             Ok::<_, Error>(())
         };
@@ -437,9 +436,7 @@ fn store_outcomes(
                 summary.lines_not_understood += parsed.problems.len() as u64;
                 if verbose {
                     for problem in &parsed.problems {
-                        bar.suspend(|| {
-                            eprintln!("pooltag: {path}:{}: {}", problem.line, problem.message)
-                        });
+                        report(bar, &format!("{path}:{}", problem.line), &problem.message);
                     }
                 }
                 summary.tag_file_entries += writer.add_tag_file(&path, &parsed)?;
@@ -448,7 +445,7 @@ fn store_outcomes(
             Outcome::Other(read) => summary.bytes_read += read,
             Outcome::Error(path, message) => {
                 summary.errors += 1;
-                bar.suspend(|| eprintln!("pooltag: {path}: {message}"));
+                report(bar, &path, &message);
             }
         }
         bar.inc(1);
@@ -461,11 +458,17 @@ fn store_outcomes(
             Some(id) => store_file(writer, &mut summary, &file, id)?,
             None => {
                 summary.errors += 1;
-                eprintln!("pooltag: {}: its content was not stored", file.path);
+                report(bar, &file.path, "its content was not stored");
             }
         }
     }
     Ok(summary)
+}
+
+/// One problem with one file, on stderr above the progress bar. The path and the message come
+/// from the disk (a file name may hold an escape sequence): control characters are escaped.
+fn report(bar: &ProgressBar, path: &str, message: &str) {
+    bar.suspend(|| eprintln!("pooltag: {}: {}", escape(path), escape(message)));
 }
 
 /// A bar counting files against a total that a second, metadata-only walk fills in, so that

@@ -19,4 +19,5 @@ pub mod read;
 pub mod store;
 pub mod tag;
 pub mod tagfile;
+pub mod text;
 pub mod walk;

@@ -99,7 +99,7 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
             if config.output == QueryOutput::Json {
                 print::query_json(&mut out, &answer)?;
             } else {
-                print::query_human(&mut out, &answer, &config.patterns)?;
+                print::query_human(&mut out, &answer, &config.patterns, config.evidence)?;
             }
             !answer.entries.is_empty() || !answer.files.is_empty()
         }
@@ -136,7 +136,8 @@ fn run_tags(config: &TagsConfig) -> Result<Found> {
     } else {
         let several_hosts = db.host_count()? > 1;
         for (file, tags) in &files {
-            print::tags_human(&mut out, file, tags, several_hosts)?;
+            let list_bytes = config.evidence == Some(Evidence::Bytes);
+            print::tags_human(&mut out, file, tags, several_hosts, list_bytes)?;
         }
     }
     out.flush()?;
@@ -216,30 +217,37 @@ fn run_export(config: &ExportConfig) -> Result<Found> {
     })
 }
 
-/// `pooltag annotate`: the input with the answer beside each tag; found when any tag has one.
+/// `pooltag annotate`: each input (a file, or `-` and no input for standard input) annotated on
+/// its own; found when any tag has an answer. An unreadable input is an error before any output.
 fn run_annotate(db: &std::path::Path, json: bool, inputs: &[std::path::PathBuf]) -> Result<Found> {
     use std::io::Read;
     let database = Database::open(db)?;
-    let mut text = String::new();
-    if inputs.is_empty() {
-        let mut bytes = Vec::new();
-        io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::new(format!("standard input: {e}")))?;
-        text = String::from_utf8_lossy(&bytes).into_owned();
+    let stdin_only = [std::path::PathBuf::from("-")];
+    let names = if inputs.is_empty() {
+        &stdin_only[..]
+    } else {
+        inputs
+    };
+    let mut read = Vec::with_capacity(names.len());
+    for input in names {
+        let name = input.display().to_string();
+        let bytes = if name == "-" {
+            let mut bytes = Vec::new();
+            io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::new(format!("standard input: {e}")))?;
+            bytes
+        } else {
+            std::fs::read(input).map_err(|e| Error::new(format!("{name}: {e}")))?
+        };
+        read.push(annotate::read_input(&name, &bytes));
     }
-    for input in inputs {
-        let bytes =
-            std::fs::read(input).map_err(|e| Error::new(format!("{}: {e}", input.display())))?;
-        text.push_str(&String::from_utf8_lossy(&bytes));
-    }
-    let lines = annotate::tags_in(&text);
-    let answers = annotate::answers(&database, &lines)?;
+    let answers = annotate::answers(&database, &read)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if json {
-        print::annotate_json(&mut out, &lines, &answers)?;
+        print::annotate_json(&mut out, &read, &answers)?;
     } else {
-        print::annotate_human(&mut out, &lines, &answers)?;
+        print::annotate_human(&mut out, &read, &answers)?;
     }
     out.flush()?;
     let answered = answers

@@ -1,5 +1,8 @@
 //! Printing answers: for a person (fits 80 columns), as JSON (the stable contract in the README),
 //! or as bare paths.
+//!
+//! Every string of a human output that comes from a driver, a tag file or the database goes
+//! through [`escape`], so that control characters in it are shown, never obeyed by the terminal.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,11 +11,12 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
-use crate::annotate::{self, AnnotatedLine, TagAnswer};
+use crate::annotate::{self, COLUMN_NAME, Input, Separator, Slot, TagAnswer};
 use crate::extract::Evidence;
-use crate::query::{Collision, FileTag, QueryAnswer};
+use crate::query::{self, Collision, FileTag, QueryAnswer, Shown};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
+use crate::text::escape;
 
 /// Whether human output is coloured: set once by `main` (stdout a terminal, `NO_COLOR` unset).
 static COLOUR: AtomicBool = AtomicBool::new(false);
@@ -135,20 +139,20 @@ pub fn machine_name(machine: u16) -> String {
 
 /// `ExAllocatePoolWithTag at .text+0x1a2b`; an `arg` site says what it is an argument of.
 fn describe_site(site: &StoredSite) -> String {
-    let place = format!("{}+{:#x}", site.section, site.offset);
-    match (site.evidence, site.api.as_deref()) {
+    let place = format!("{}+{:#x}", escape(&site.section), site.offset);
+    match (site.evidence, site.api.as_deref().map(escape)) {
         (Evidence::Call, Some(api)) => format!("{api} at {place}"),
         (_, Some(api)) => format!("argument to {api} at {place}"),
         (_, None) => format!("argument of a call at {place}"),
     }
 }
 
-/// A path, prefixed with its host when the database holds several.
+/// A path, prefixed with its host when the database holds several; escaped.
 fn shown(host: &str, path: &str, several_hosts: bool) -> String {
     if several_hosts {
-        format!("{host}: {path}")
+        format!("{}: {}", escape(host), escape(path))
     } else {
-        path.to_owned()
+        escape(path).into_owned()
     }
 }
 
@@ -158,7 +162,7 @@ fn metadata_line(file: &StoredFile) -> Option<String> {
         .into_iter()
         .filter_map(|p| p.as_deref())
         .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
+    (!parts.is_empty()).then(|| escape(&parts.join(", ")).into_owned())
 }
 
 /// Lines under a driver: its version resource, then its sites.
@@ -184,12 +188,12 @@ fn entries_human(
             continue;
         }
         let binary = if entry.binary.is_empty() {
-            "(no binary)"
+            "(no binary)".into()
         } else {
-            &entry.binary
+            escape(&entry.binary)
         };
-        let tag = paint(&entry.tag, "1");
-        writeln!(out, "  {tag}  {} - {}", binary, entry.description)?;
+        let tag = paint(&escape(&entry.tag), "1");
+        writeln!(out, "  {tag}  {binary} - {}", escape(&entry.description))?;
         for (j, other) in entries.iter().enumerate().skip(i) {
             if !done[j]
                 && (&other.tag, &other.binary, &other.description)
@@ -204,34 +208,84 @@ fn entries_human(
     Ok(())
 }
 
-/// The human answer: Pooltag.txt entries, then drivers; or why there is none.
+/// The human answer: Pooltag.txt entries, then drivers ranked by [`query::ranked`] (each tag's
+/// bytes-level files counted after the first few unless `evidence` is `bytes`); or why there is
+/// none, with the drivers holding a match below the `evidence` level asked.
 pub fn query_human(
     out: &mut impl Write,
     answer: &QueryAnswer,
     patterns: &[TagPattern],
+    evidence: Option<Evidence>,
 ) -> io::Result<()> {
+    let list_bytes = evidence == Some(Evidence::Bytes);
+    // Set only when no file meets the level asked and some hold a match below it.
+    let below = evidence.zip(answer.weaker).map(|(level, weaker)| {
+        let (drivers, hold, them) = match weaker.files {
+            1 => ("driver", "holds", "it"),
+            _ => ("drivers", "hold", "them"),
+        };
+        let it = if patterns.len() == 1 { "it" } else { "a match" };
+        (
+            format!("at {} level or stronger", level.name()),
+            format!(
+                "{} indexed {drivers} {hold} {it} below {} (the strongest at {}); \
+                 --evidence bytes shows {them}.",
+                weaker.files,
+                level.name(),
+                weaker.strongest.name()
+            ),
+        )
+    });
     if !answer.entries.is_empty() {
         writeln!(out, "Pooltag.txt:")?;
         entries_human(out, &answer.entries, answer.several_hosts)?;
     }
     if !answer.files.is_empty() {
         writeln!(out, "Drivers:")?;
-        for found in &answer.files {
-            let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
-            let tag = paint(&found.tag.to_string(), "1");
-            writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
-            details(out, &found.file, &found.sites)?;
+        for line in query::ranked(&answer.files, list_bytes) {
+            match line {
+                Shown::File(found) => {
+                    let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
+                    let tag = paint(&found.tag.to_string(), "1");
+                    writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
+                    details(out, &found.file, &found.sites)?;
+                }
+                Shown::MoreBytes { tag, count } => {
+                    let files = if count == 1 { "file" } else { "files" };
+                    writeln!(
+                        out,
+                        "  {}  {}  ... and {count} more {files} (--evidence bytes lists them)",
+                        paint(&tag.to_string(), "1"),
+                        level(Evidence::Bytes)
+                    )?;
+                }
+            }
         }
     } else if !answer.entries.is_empty() {
-        writeln!(out, "Drivers: no indexed driver holds it")?;
+        match &below {
+            Some((level, weaker)) => {
+                writeln!(out, "Drivers: no indexed driver holds it {level}")?;
+                writeln!(out, "{weaker}")?;
+            }
+            None => writeln!(out, "Drivers: no indexed driver holds it")?,
+        }
     }
     if answer.entries.is_empty() && answer.files.is_empty() {
         let asked: Vec<String> = patterns.iter().map(|p| format!("'{p}'")).collect();
-        writeln!(
-            out,
-            "No Pooltag.txt entry and no indexed driver for {}.",
-            asked.join(", ")
-        )?;
+        let asked = asked.join(", ");
+        match &below {
+            Some((level, weaker)) => {
+                writeln!(
+                    out,
+                    "No Pooltag.txt entry for {asked}, and no indexed driver {level}."
+                )?;
+                writeln!(out, "{weaker}")?;
+            }
+            None => writeln!(
+                out,
+                "No Pooltag.txt entry and no indexed driver for {asked}."
+            )?,
+        }
         if !answer.neighbours.is_empty() {
             writeln!(out, "Known tags with the same first three characters:")?;
             let names: Vec<String> = answer.neighbours.iter().map(|t| format!("'{t}'")).collect();
@@ -262,31 +316,54 @@ pub fn query_json(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> 
     writeln!(out)
 }
 
-/// One path per line.
+/// One path per line, escaped like human output: a path holding a line feed would otherwise
+/// read as two paths, and one holding ESC would act on a terminal. `--json` has the exact path.
 pub fn paths(out: &mut impl Write, paths: &[String]) -> io::Result<()> {
     for path in paths {
-        writeln!(out, "{path}")?;
+        writeln!(out, "{}", escape(path))?;
     }
     Ok(())
 }
 
 /// The tags of one file for a person: its path and version resource, then one tag per line,
-/// sites below.
+/// strongest evidence first (then by tag), sites below. The `bytes` level (every printable
+/// four-byte window: hundreds of lines that bury the real tags) is one count line unless
+/// `list_bytes` (`--evidence bytes`) asks for each.
 pub fn tags_human(
     out: &mut impl Write,
     file: &StoredFile,
     tags: &[FileTag],
     several_hosts: bool,
+    list_bytes: bool,
 ) -> io::Result<()> {
     writeln!(out, "{}", shown(&file.host, &file.path, several_hosts))?;
     if let Some(line) = metadata_line(file) {
         writeln!(out, "  ({line})")?;
     }
-    for tag in tags {
+    let mut ranked: Vec<&FileTag> = tags.iter().collect();
+    ranked.sort_by_key(|t| (std::cmp::Reverse(t.evidence), t.tag));
+    let mut bytes_only = 0usize;
+    for tag in ranked {
+        if tag.evidence == Evidence::Bytes && !list_bytes {
+            bytes_only += 1;
+            continue;
+        }
         writeln!(out, "  {}  {}", tag.tag, tag.evidence.name())?;
         for site in &tag.sites {
             writeln!(out, "{DETAIL_INDENT}{}", describe_site(site))?;
         }
+    }
+    if bytes_only > 0 {
+        let more = if bytes_only == tags.len() {
+            ""
+        } else {
+            " more"
+        };
+        let noun = if bytes_only == 1 { "tag" } else { "tags" };
+        writeln!(
+            out,
+            "  ... and {bytes_only}{more} {noun} at the bytes level (--evidence bytes lists them)"
+        )?;
     }
     Ok(())
 }
@@ -328,7 +405,7 @@ pub fn utc_time(seconds: i64) -> String {
 
 /// `pooltag info` for a person.
 pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> io::Result<()> {
-    writeln!(out, "pooltag database {}", info.path)?;
+    writeln!(out, "pooltag database {}", escape(&info.path))?;
     writeln!(
         out,
         "  size {}, schema {}, integrity {integrity}",
@@ -340,13 +417,13 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
         writeln!(
             out,
             "    {}, {}, pooltag {}, {} ({} s)",
-            run.host,
-            run.os,
-            run.pooltag_version,
+            escape(&run.host),
+            escape(&run.os),
+            escape(&run.pooltag_version),
             utc_time(run.started_at),
             run.finished_at - run.started_at
         )?;
-        writeln!(out, "      roots: {}", run.roots.join(", "))?;
+        writeln!(out, "      roots: {}", escape(&run.roots.join(", ")))?;
         writeln!(
             out,
             "      {} files seen, {} driver binaries, {} errors",
@@ -361,7 +438,7 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
     let analyses: Vec<String> = info
         .analyses
         .iter()
-        .map(|(analysis, n)| format!("{analysis} {n}"))
+        .map(|(analysis, n)| format!("{} {n}", escape(analysis)))
         .collect();
     writeln!(out, "  contents by analysis: {}", analyses.join(", "))?;
     let machines: Vec<String> = info
@@ -382,7 +459,7 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
     )?;
     writeln!(out, "  tag files:")?;
     for (host, path, lines) in &info.tag_files {
-        writeln!(out, "    {host}: {path} ({lines} entries)")?;
+        writeln!(out, "    {} ({lines} entries)", shown(host, path, true))?;
     }
     Ok(())
 }
@@ -430,30 +507,50 @@ pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> 
     writeln!(out)
 }
 
-/// `pooltag annotate`: every line as it was, tagged lines followed by the answer.
+/// `pooltag annotate`: each input's lines as they were (byte for byte; UTF-16 input as UTF-8),
+/// the answer added to each tagged line: `  # answer` after it, or a new last column of a CSV
+/// or tab-separated table (its header row names the column `pooltag`).
 pub fn annotate_human(
     out: &mut impl Write,
-    lines: &[AnnotatedLine],
+    inputs: &[Input],
     answers: &HashMap<Tag, TagAnswer>,
 ) -> io::Result<()> {
-    for line in lines {
-        match line.tag.and_then(|t| answers.get(&t)) {
-            Some(answer) => writeln!(out, "{}  # {}", line.text, annotate::note(answer))?,
-            None => writeln!(out, "{}", line.text)?,
+    for input in inputs {
+        if input.utf8_bom {
+            out.write_all(crate::text::UTF8_BOM)?;
+        }
+        for line in &input.lines {
+            out.write_all(&line.text)?;
+            let note = line.tag.and_then(|t| answers.get(&t)).map(annotate::note);
+            match (line.slot, note) {
+                (Slot::Comment, Some(note)) => write!(out, "  # {note}")?,
+                (Slot::Header(Separator::Comma), _) => write!(out, ",{COLUMN_NAME}")?,
+                (Slot::Header(Separator::Tab), _) => write!(out, "\t{COLUMN_NAME}")?,
+                (Slot::Row(Separator::Comma), Some(note)) => {
+                    write!(out, ",\"{}\"", note.replace('"', "\"\""))?
+                }
+                (Slot::Row(Separator::Comma), None) => write!(out, ",")?,
+                // The note is escaped: it holds no tab to break the table.
+                (Slot::Row(Separator::Tab), note) => write!(out, "\t{}", note.unwrap_or_default())?,
+                (Slot::Comment | Slot::Nothing, _) => {}
+            }
+            out.write_all(if line.crlf { b"\r\n" } else { b"\n" })?;
         }
     }
     Ok(())
 }
 
-/// `pooltag annotate --json`: one element per tagged line.
+/// `pooltag annotate --json`: one element per tagged line, naming its input (`-` for standard
+/// input) and its line there.
 pub fn annotate_json(
     out: &mut impl Write,
-    lines: &[AnnotatedLine],
+    inputs: &[Input],
     answers: &HashMap<Tag, TagAnswer>,
 ) -> io::Result<()> {
-    let items: Vec<serde_json::Value> = lines
+    let items: Vec<serde_json::Value> = inputs
         .iter()
-        .filter_map(|line| {
+        .flat_map(|input| input.lines.iter().map(move |line| (input, line)))
+        .filter_map(|(input, line)| {
             let answer = answers.get(&line.tag?)?;
             let drivers: Vec<serde_json::Value> = answer
                 .drivers
@@ -471,8 +568,8 @@ pub fn annotate_json(
                 .map(|e| serde_json::json!({"binary": e.binary, "description": e.description}))
                 .collect();
             Some(serde_json::json!({
-                "line": line.line, "tag": answer.tag.to_string(), "drivers": drivers,
-                "pooltag": entries,
+                "input": input.name, "line": line.line, "tag": answer.tag.to_string(),
+                "drivers": drivers, "pooltag": entries,
             }))
         })
         .collect();
@@ -487,7 +584,7 @@ pub fn collisions_human(
     tags: &[(FileTag, Collision)],
     several_hosts: bool,
 ) -> io::Result<()> {
-    writeln!(out, "{title}")?;
+    writeln!(out, "{}", escape(title))?;
     if tags.is_empty() {
         writeln!(out, "  no tag at call or arg level")?;
     }
@@ -504,7 +601,7 @@ pub fn collisions_human(
             writeln!(
                 out,
                 "{DETAIL_INDENT}collides with {} ({}) {path}",
-                crate::store::file_name(&other.file.path),
+                escape(crate::store::file_name(&other.file.path)),
                 other.evidence.name()
             )?;
         }
@@ -512,7 +609,11 @@ pub fn collisions_human(
             writeln!(
                 out,
                 "{DETAIL_INDENT}collides with Pooltag.txt: {} {} - {} ({}:{})",
-                entry.tag, entry.binary, entry.description, entry.source, entry.line
+                escape(&entry.tag),
+                escape(&entry.binary),
+                escape(&entry.description),
+                escape(&entry.source),
+                entry.line
             )?;
         }
     }
@@ -567,6 +668,122 @@ mod tests {
         assert_eq!(level(Evidence::Call), "\x1b[1;32mcall \x1b[0m");
         set_colour(false);
         assert_eq!(paint("AfdA", "1"), "AfdA");
+    }
+
+    #[test]
+    fn untrusted_strings_are_escaped_in_human_output() {
+        let file = StoredFile {
+            content_id: 1,
+            host: "vm".into(),
+            path: "/d/evil\x1b[2J\n.sys".into(),
+            sha256: vec![0; 32],
+            machine: 0x8664,
+            company: Some("Evil\x1b]0;pwned\x07 Corp".into()),
+            description: Some("csi\u{9b}31m".into()),
+            version: Some("1\r2".into()),
+        };
+        let site = StoredSite {
+            evidence: Evidence::Arg,
+            api: Some("Imp\x1b".into()),
+            rva: 0x1000,
+            section: ".te\x7fxt".into(),
+            offset: 4,
+            via: Vec::new(),
+        };
+        let tags = [FileTag {
+            tag: Tag(*b"EvL1"),
+            evidence: Evidence::Arg,
+            sites: vec![site],
+        }];
+        let mut out = Vec::new();
+        tags_human(&mut out, &file, &tags, false, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "/d/evil\\x1b[2J\\x0a.sys\n  (Evil\\x1b]0;pwned\\x07 Corp, csi\\u{9b}31m, 1\\x0d2)\n  \
+             EvL1  arg\n               argument to Imp\\x1b at .te\\x7fxt+0x4\n"
+        );
+        let mut out = Vec::new();
+        paths(&mut out, std::slice::from_ref(&file.path)).unwrap();
+        assert_eq!(out, b"/d/evil\\x1b[2J\\x0a.sys\n");
+    }
+
+    proptest::proptest! {
+        /// Whatever the strings of a database hold, every human output is lines of text without
+        /// a control character.
+        #[test]
+        fn human_outputs_hold_no_control_character(
+            texts in proptest::collection::vec(proptest::prelude::any::<String>(), 10)
+        ) {
+            let file = StoredFile {
+                content_id: 1,
+                host: texts[0].clone(),
+                path: texts[1].clone(),
+                sha256: vec![0; 32],
+                machine: 0x8664,
+                company: Some(texts[2].clone()),
+                description: Some(texts[3].clone()),
+                version: Some(texts[4].clone()),
+            };
+            let site = StoredSite {
+                evidence: Evidence::Call,
+                api: Some(texts[5].clone()),
+                rva: 1,
+                section: texts[6].clone(),
+                offset: 1,
+                // Not printed yet; here so that printing it unescaped fails this test.
+                via: vec![crate::store::Place { rva: 1, section: texts[6].clone(), offset: 1 }],
+            };
+            let entry = StoredEntry {
+                tag: texts[7].clone(),
+                binary: texts[8].clone(),
+                description: texts[9].clone(),
+                host: texts[0].clone(),
+                source: texts[1].clone(),
+                line: 1,
+            };
+            let tag = Tag(*b"AfdA");
+            let found = query::FileMatch {
+                tag,
+                file: file.clone(),
+                evidence: Evidence::Call,
+                sites: vec![site.clone()],
+            };
+            let answer = QueryAnswer {
+                entries: vec![entry.clone()],
+                files: vec![found.clone()],
+                several_hosts: true,
+                ..QueryAnswer::default()
+            };
+            let file_tag = FileTag { tag, evidence: Evidence::Call, sites: vec![site] };
+            let collision = Collision { drivers: vec![found.clone()], entries: vec![entry.clone()] };
+            let input = Input {
+                name: texts[1].clone(),
+                utf8_bom: false,
+                lines: vec![annotate::AnnotatedLine {
+                    line: 1,
+                    text: b"AfdA".to_vec(),
+                    crlf: false,
+                    tag: Some(tag),
+                    slot: Slot::Comment,
+                }],
+            };
+            let answers = HashMap::from([(
+                tag,
+                TagAnswer { tag, drivers: vec![found], entries: vec![entry] },
+            )]);
+            let mut out = Vec::new();
+            query_human(&mut out, &answer, &[], None).unwrap();
+            tags_human(&mut out, &file, std::slice::from_ref(&file_tag), true, true).unwrap();
+            collisions_human(&mut out, &texts[1], &[(file_tag, collision)], true).unwrap();
+            paths(&mut out, &texts).unwrap();
+            annotate_human(&mut out, &[input], &answers).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            proptest::prop_assert!(
+                !text.chars().any(|c| c != '\n' && matches!(u32::from(c), 0..=0x1f | 0x7f..=0x9f)),
+                "{:?}",
+                text
+            );
+        }
     }
 
     #[test]

@@ -97,8 +97,20 @@ pub struct QueryAnswer {
     pub files: Vec<FileMatch>,
     /// When nothing matched: known tags sharing the first three characters of an exact pattern.
     pub neighbours: Vec<Tag>,
+    /// When no file meets the `--evidence` level asked but some hold a match at a weaker level:
+    /// how many, so that the answer can say they exist.
+    pub weaker: Option<Weaker>,
     /// Whether the database holds files of several hosts (paths then show their host).
     pub several_hosts: bool,
+}
+
+/// Files holding a match below the `--evidence` level asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weaker {
+    /// Distinct paths.
+    pub files: usize,
+    /// The strongest level among them.
+    pub strongest: Evidence,
 }
 
 /// The (tag, content) pairs matching any of `patterns`, with their strongest evidence in `scope`.
@@ -228,12 +240,68 @@ pub fn answer(
     } else {
         Vec::new()
     };
+    let weaker = if files.is_empty() && scope != Scope::AtLeast(Evidence::Bytes) {
+        weaker_files(db, patterns, ignore_case)?
+    } else {
+        None
+    };
     Ok(QueryAnswer {
         entries,
         files,
         neighbours,
+        weaker,
         several_hosts: db.host_count()? > 1,
     })
+}
+
+/// Bytes-level files a person is shown per tag before the rest are counted.
+pub const BYTES_SHOWN: usize = 3;
+
+/// One line of the drivers a person is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown<'a> {
+    File(&'a FileMatch),
+    /// How many more files hold `tag` at the bytes level only.
+    MoreBytes {
+        tag: Tag,
+        count: usize,
+    },
+}
+
+/// The files of an answer as a person reads them: strongest evidence first across every matched
+/// tag (then by tag, host and path), so that a wildcard's `call` answers are not scattered among
+/// thousands of `bytes` lines; unless `list_bytes`, each tag's bytes-level files are the first
+/// [`BYTES_SHOWN`] and a count. The JSON and `-l` orders are not this one: they are contracts.
+pub fn ranked(files: &[FileMatch], list_bytes: bool) -> Vec<Shown<'_>> {
+    let mut order: Vec<&FileMatch> = files.iter().collect();
+    order.sort_by(|a, b| {
+        (b.evidence, a.tag, &a.file.host, &a.file.path).cmp(&(
+            a.evidence,
+            b.tag,
+            &b.file.host,
+            &b.file.path,
+        ))
+    });
+    let mut shown = Vec::with_capacity(order.len());
+    let mut rest = order.into_iter().peekable();
+    while let Some(found) = rest.next() {
+        if found.evidence != Evidence::Bytes || list_bytes {
+            shown.push(Shown::File(found));
+            continue;
+        }
+        let mut same_tag = vec![found];
+        while let Some(next) = rest.next_if(|f| f.tag == found.tag) {
+            same_tag.push(next);
+        }
+        shown.extend(same_tag.iter().take(BYTES_SHOWN).map(|f| Shown::File(f)));
+        if same_tag.len() > BYTES_SHOWN {
+            shown.push(Shown::MoreBytes {
+                tag: found.tag,
+                count: same_tag.len() - BYTES_SHOWN,
+            });
+        }
+    }
+    shown
 }
 
 /// The `-l` answer: matching driver paths, sorted, each once.
@@ -243,12 +311,29 @@ pub fn list_files(
     ignore_case: bool,
     scope: Scope,
 ) -> Result<Vec<String>> {
-    let contents: BTreeSet<i64> = matching_pairs(db, patterns, ignore_case, scope)?
-        .into_keys()
-        .map(|(_, id)| id)
-        .collect();
+    let pairs = matching_pairs(db, patterns, ignore_case, scope)?;
+    paths_holding(db, &pairs)
+}
+
+/// The distinct paths of the contents of `pairs`, sorted.
+fn paths_holding(db: &Database, pairs: &BTreeMap<(Tag, i64), Evidence>) -> Result<Vec<String>> {
+    let contents: BTreeSet<i64> = pairs.keys().map(|(_, id)| *id).collect();
     let paths: BTreeSet<String> = db.paths_of(&contents)?.into_iter().collect();
     Ok(paths.into_iter().collect())
+}
+
+/// The files holding a match at any level, for a query that found none at the level asked.
+fn weaker_files(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+) -> Result<Option<Weaker>> {
+    let pairs = matching_pairs(db, patterns, ignore_case, Scope::AtLeast(Evidence::Bytes))?;
+    let Some(&strongest) = pairs.values().max() else {
+        return Ok(None);
+    };
+    let files = paths_holding(db, &pairs)?.len();
+    Ok(Some(Weaker { files, strongest }))
 }
 
 /// The file a `pooltag tags` argument names: its path as indexed (as given, made absolute and
@@ -288,7 +373,7 @@ pub fn resolve_file(db: &Database, given: &str) -> Result<Option<StoredFile>> {
             "{given}: {n} indexed files have this name; give one of their paths:\n  {}",
             named
                 .iter()
-                .map(|f| f.path.as_str())
+                .map(|f| crate::text::escape(&f.path))
                 .collect::<Vec<_>>()
                 .join("\n  ")
         ))),

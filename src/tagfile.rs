@@ -1,7 +1,9 @@
 //! Parser for Pooltag.txt and localtag.txt: `<Tag> - <binary> - <description>` lines.
 //!
 //! Every rule follows what Microsoft's real file holds (see DOMAIN.md):
-//! - LF or CRLF line ends; text that is not UTF-8 is read lossily.
+//! - LF or CRLF line ends; UTF-8, with or without a byte-order mark, or UTF-16 with one (a file
+//!   saved by Notepad or PowerShell), decoded by [`crate::text::decode`]; text that is not UTF-8
+//!   is read lossily.
 //! - Comments: lines starting `//`, or whose first word is `rem` in any case. `ReMo - refs.sys`
 //!   is a tag line: `rem` must stand alone as a word.
 //! - Fields are separated by a dash with white space on both sides; only the first two
@@ -9,10 +11,14 @@
 //! - The tag field is 1-4 printable characters, padded with spaces to four (`PX1` is `PX1 `,
 //!   `Cc` is `Cc  `); `?` and `*` wildcards are kept as written.
 //! - A Ctrl-Z byte (0x1A) is an old end-of-file mark: what follows it is ignored.
-//! - Malformed lines are kept as far as they go and reported with their line number: a line with
-//!   two fields becomes an entry with the binary split off by a run of spaces where there is
-//!   one (`EtwO - nt!etw   Etw memory MDL`) and an empty binary otherwise
-//!   (`ATmp - AppTag mount point`); a line without a tag field produces no entry.
+//! - A line of two fields is an entry: the second field's first word is its binary when it looks
+//!   like one (`*.sys`, `*.dll`, `*.exe`, `nt!etw`, `<unknown>`), the rest its description
+//!   (`EtwO - nt!etw   Etw memory MDL`); otherwise the whole field is the description and the
+//!   binary is empty (`ATmp - AppTag mount point`).
+//! - A dash glued to the tag still separates it: `eMyS-  win32k!X::operator new - TAG` is the
+//!   tag `eMyS`, binary `win32k!X::operator new`.
+//! - Lines that are not tag lines (`<unknown>` alone, a prose note) produce no entry and are
+//!   reported as problems, with their line number.
 
 use crate::tag::is_printable;
 
@@ -56,6 +62,9 @@ pub fn is_tag_file_name(name: &str) -> bool {
 
 /// Parses a whole tag file. Never fails: what cannot be read becomes a problem.
 pub fn parse(content: &[u8]) -> TagFile {
+    // Decoded first: a Ctrl-Z byte can be half of a UTF-16 character.
+    let (_, decoded) = crate::text::decode(content);
+    let content = &decoded[..];
     let content = match memchr::memchr(0x1a, content) {
         Some(end) => &content[..end],
         None => content,
@@ -79,6 +88,8 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
     if trimmed.is_empty() || is_comment(trimmed) {
         return;
     }
+    // Problems are printed with the line quoted; the line is untrusted text.
+    let shown = crate::text::escape(trimmed);
     let mut problem = |message: String| {
         let message = match parsed.problems.len() {
             n if n < MAX_PROBLEMS => message,
@@ -90,18 +101,14 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
             message,
         })
     };
-    let Some((tag_field, rest)) = split_field(line) else {
-        problem(format!("not a tag line (no ' - ' separator): '{trimmed}'"));
+    let split = split_field(line).filter(|(tag, _)| is_tag_field(tag));
+    let Some((tag_text, rest)) = split.or_else(|| split_glued(line)).or(split_field(line)) else {
+        problem(format!("not a tag line (no ' - ' separator): '{shown}'"));
         return;
     };
-    let tag_text = tag_field.trim_end();
-    if tag_text.is_empty()
-        || tag_text.len() > 4
-        || !tag_text.bytes().all(is_printable)
-        || tag_text.starts_with(' ')
-    {
+    if !is_tag_field(tag_text) {
         problem(format!(
-            "not a tag line (the tag must be 1 to 4 printable ASCII characters): '{trimmed}'"
+            "not a tag line (the tag must be 1 to 4 printable ASCII characters): '{shown}'"
         ));
         return;
     }
@@ -112,10 +119,7 @@ fn parse_line(line: &str, number: u32, parsed: &mut TagFile) {
     let tag = format!("{tag_text:<4}");
     let (binary, description) = match split_field(rest) {
         Some((binary, description)) => (binary.trim(), description.trim()),
-        None => {
-            problem("only two fields (expected 'Tag - binary - description')".to_owned());
-            split_two_field_rest(rest.trim())
-        }
+        None => split_two_field_rest(rest.trim()),
     };
     parsed.entries.push(TagFileEntry {
         line: number,
@@ -146,13 +150,42 @@ fn split_field(text: &str) -> Option<(&str, &str)> {
         .map(|i| (text[..i].trim_end(), &text[i + 1..]))
 }
 
+/// 1-4 printable characters, not starting with a space (its trailing padding already trimmed).
+fn is_tag_field(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 4 && text.bytes().all(is_printable) && !text.starts_with(' ')
+}
+
+/// `eMyS-  win32k!... - TAG`: a tag with the dash glued to it, then white space and two more
+/// fields (with only one, `Note- see below` would be a tag). Returns the tag and the text after
+/// the dash.
+fn split_glued(line: &str) -> Option<(&str, &str)> {
+    let word_end = line.find(|c: char| c.is_ascii_whitespace())?;
+    let tag = line[..word_end].strip_suffix('-')?;
+    let rest = &line[word_end..];
+    (is_tag_field(tag) && split_field(rest).is_some()).then_some((tag, rest))
+}
+
 /// The second field of a two-field line: `nt!etw   Etw memory MDL` is a binary and a description
 /// run together; `AppTag mount point` is a description alone.
 fn split_two_field_rest(rest: &str) -> (&str, &str) {
-    match rest.find("  ") {
-        Some(gap) => (rest[..gap].trim(), rest[gap..].trim()),
-        None => ("", rest),
+    let first = rest.split_ascii_whitespace().next().unwrap_or_default();
+    if looks_like_binary(first) {
+        (first, rest[first.len()..].trim())
+    } else {
+        ("", rest)
     }
+}
+
+/// `afd.sys`, `ci.dll`, `csrss.exe`, `nt!etw`, `win32k!Foo`, `<unknown>`: the forms of
+/// Pooltag.txt's binary field that a word of prose does not take.
+fn looks_like_binary(word: &str) -> bool {
+    let lower = word.to_ascii_lowercase();
+    let module = [".sys", ".dll", ".exe"]
+        .iter()
+        .any(|end| lower.len() > end.len() && lower.ends_with(end));
+    let component = word.find('!').is_some_and(|bang| bang > 0);
+    let angled = word.len() > 2 && word.starts_with('<') && word.ends_with('>');
+    module || component || angled
 }
 
 #[cfg(test)]
@@ -238,22 +271,44 @@ mod tests {
     }
 
     #[test]
-    fn two_field_lines_are_kept_and_reported() {
-        let parsed =
-            parse(b"ATmp - AppTag mount point\nEtwO - nt!etw         Etw memory partition MDL\n");
+    fn two_field_lines_are_entries_with_a_binary_when_one_is_named() {
+        let parsed = parse(
+            b"ATmp - AppTag mount point\nEtwO - nt!etw         Etw memory partition MDL\n\
+              Ab1 - afd.SYS\nAb2 - <unknown>  Some buffer\nAb3 - Process  list\nAb4 - ci.dll x\n",
+        );
         assert_eq!(
             parsed.entries,
             vec![
                 entry(1, "ATmp", "", "AppTag mount point"),
-                entry(2, "EtwO", "nt!etw", "Etw memory partition MDL")
+                entry(2, "EtwO", "nt!etw", "Etw memory partition MDL"),
+                entry(3, "Ab1 ", "afd.SYS", ""),
+                entry(4, "Ab2 ", "<unknown>", "Some buffer"),
+                entry(5, "Ab3 ", "", "Process  list"),
+                entry(6, "Ab4 ", "ci.dll", "x"),
+            ]
+        );
+        assert!(parsed.problems.is_empty());
+    }
+
+    #[test]
+    fn a_dash_glued_to_the_tag_still_separates() {
+        let parsed = parse(
+            b"eMyS-  win32k!CInputSystemMetrics::operator new - SYSTEMMETRICS_TAG\nA-B - x.sys - y\nNote- see below\n",
+        );
+        assert_eq!(
+            parsed.entries,
+            vec![
+                entry(
+                    1,
+                    "eMyS",
+                    "win32k!CInputSystemMetrics::operator new",
+                    "SYSTEMMETRICS_TAG"
+                ),
+                entry(2, "A-B ", "x.sys", "y"),
             ]
         );
         let lines: Vec<u32> = parsed.problems.iter().map(|p| p.line).collect();
-        assert_eq!(lines, vec![1, 2]);
-        assert_eq!(
-            parsed.problems[0].message,
-            "only two fields (expected 'Tag - binary - description')"
-        );
+        assert_eq!(lines, vec![3]);
     }
 
     #[test]
@@ -299,6 +354,36 @@ mod tests {
     }
 
     #[test]
+    fn files_saved_on_windows_read_alike() {
+        let text = "AfdA - afd.sys - caf\u{e9}\r\nAfdB - afd.sys - Afd B\r\n";
+        let plain = parse(text.as_bytes());
+        assert_eq!(plain.entries.len(), 2);
+        assert!(plain.problems.is_empty());
+        let bom = [b"\xef\xbb\xbf", text.as_bytes()].concat();
+        let le: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = [0xfe, 0xff]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        for encoded in [bom, le, be] {
+            assert_eq!(parse(&encoded), plain);
+        }
+        // U+1A41 is 41 1A in UTF-16LE: a Ctrl-Z byte that is not an end-of-file mark.
+        let le: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(
+                "AfdA - afd.sys - \u{1a41}\nAfdB - afd.sys - B\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        assert_eq!(parse(&le).entries.len(), 2);
+    }
+
+    #[test]
     fn tag_file_names_are_recognised_in_any_case() {
         assert!(is_tag_file_name("Pooltag.txt"));
         assert!(is_tag_file_name("LOCALTAG.TXT"));
@@ -316,9 +401,15 @@ mod tests {
         let parsed = parse(&content);
         assert_eq!(parsed.entries.len(), 4613);
         let problem_lines: Vec<u32> = parsed.problems.iter().map(|p| p.line).collect();
+        assert_eq!(problem_lines, vec![876, 2661]);
+        let atmp = parsed.entries.iter().find(|e| e.line == 138).unwrap();
         assert_eq!(
-            problem_lines,
-            vec![138, 139, 140, 141, 142, 143, 144, 145, 876, 2661]
+            (
+                atmp.tag.as_str(),
+                atmp.binary.as_str(),
+                atmp.description.as_str()
+            ),
+            ("ATmp", "", "AppTag mount point")
         );
         let px1 = parsed.entries.iter().find(|e| e.line == 2620).unwrap();
         assert_eq!(

@@ -188,6 +188,47 @@ fn wildcards_match_tags_and_tag_file_lines() {
 }
 
 #[test]
+fn human_answers_rank_strongest_first_and_count_bytes_level_files() {
+    let s = Scratch::new();
+    s.index().success();
+    let cond = |build: &str| s.path(&format!("{build}/cond.sys"));
+    // '.SYS' sorts before '5Sdf' but is only ever bytes: it comes last, three files and a count.
+    let out = stdout(&s.query(&[".SYS", "5Sdf"]).success());
+    assert_eq!(
+        out,
+        format!(
+            "Drivers:\n  5Sdf  call   {}\n               ExAllocatePoolWithTag at .text+0x74\n  \
+             5Sdf  code   {}\n  5Sdf  code   {}\n  5Sdf  code   {}\n  5Sdf  code   {}\n  \
+             .SYS  bytes  {}\n  .SYS  bytes  {}\n  .SYS  bytes  {}\n  \
+             .SYS  bytes  ... and 7 more files (--evidence bytes lists them)\n",
+            cond("arm64-O2"),
+            cond("x64-O0"),
+            cond("x64-O2"),
+            cond("x86-O0"),
+            cond("x86-O2"),
+            s.path("arm64-O2/fltndis.sys"),
+            s.path("arm64-O2/table.sys"),
+            s.path("x64-O0/fltndis.sys"),
+        )
+    );
+    let every = stdout(&s.query(&[".SYS", "5Sdf", "--evidence", "bytes"]).success());
+    let sys = every.lines().filter(|l| l.starts_with("  .SYS  bytes  /"));
+    assert_eq!(sys.count(), 10);
+    assert!(!every.contains("more files"));
+    assert!(every.starts_with(&out[..out.find("  .SYS").unwrap()]));
+    // JSON keeps its order: by tag, then strongest first.
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&s.query(&["--json", ".SYS", "5Sdf"]).success())).unwrap();
+    let order: Vec<(&str, &str)> = json
+        .iter()
+        .map(|i| (i["tag"].as_str().unwrap(), i["evidence"].as_str().unwrap()))
+        .collect();
+    assert_eq!(order.len(), 15);
+    assert!(order[..10].iter().all(|&p| p == (".SYS", "bytes")));
+    assert_eq!(order[10..12], [("5Sdf", "call"), ("5Sdf", "code")]);
+}
+
+#[test]
 fn ignore_case_finds_other_spellings() {
     let s = Scratch::new();
     s.index().success();
@@ -271,6 +312,41 @@ fn a_tag_nowhere_exits_1_and_names_close_tags() {
     s.query(&["-l", "4Wr9"]).code(1).stdout("");
     // A wildcard line of Pooltag.txt is an answer: 1Ba9 is one of the 1Ba? tags.
     s.query(&["1Ba9"]).success();
+}
+
+#[test]
+fn drivers_below_the_level_asked_are_counted() {
+    let s = Scratch::new();
+    fs::create_dir(s.root().join("extra")).unwrap();
+    fs::write(
+        s.root().join("extra/localtag.txt"),
+        "4Wr1 - wrapper.sys - Wrapper tag\n",
+    )
+    .unwrap();
+    s.index().success();
+    s.query(&["--evidence", "call", ".SYS"]).code(1).stdout(
+        "No Pooltag.txt entry for '.SYS', and no indexed driver at call level or stronger.\n\
+         10 indexed drivers hold it below call (the strongest at bytes); --evidence bytes shows \
+         them.\n",
+    );
+    s.query(&["--json", "--evidence", "call", ".SYS"])
+        .code(1)
+        .stdout("[]\n");
+    s.query(&["-l", "--evidence", "call", ".SYS"])
+        .code(1)
+        .stdout("");
+    s.query(&["--evidence", "call", "4Wr1"])
+        .success()
+        .stdout(format!(
+            "Pooltag.txt:\n  4Wr1  wrapper.sys - Wrapper tag\n        {}:1\n\
+         Drivers: no indexed driver holds it at call level or stronger\n\
+         5 indexed drivers hold it below call (the strongest at arg); --evidence bytes shows \
+         them.\n",
+            s.path("extra/localtag.txt")
+        ));
+    s.query(&["--evidence", "call", "Qz9q"])
+        .code(1)
+        .stdout("No Pooltag.txt entry and no indexed driver for 'Qz9q'.\n");
 }
 
 #[test]
@@ -396,19 +472,38 @@ fn tags_lists_a_files_tags_by_path_or_unambiguous_name() {
             .assert()
             .success(),
     );
-    assert!(by_path.starts_with(&format!("{}\n", s.path("x64-O2/basic.sys"))));
-    assert!(
-        by_path.contains("\n  1Ba1  call\n               ExAllocatePoolWithTag at .text+0x1d\n")
+    // Strongest evidence first; the bytes level is one count line.
+    assert_eq!(
+        by_path,
+        format!(
+            "{}\n  1Ba1  call\n               ExAllocatePoolWithTag at .text+0x1d\n               \
+             ExFreePoolWithTag at .text+0x7e\n               ExFreePoolWithTag at .text+0x91\n  \
+             1Ba2  call\n               ExAllocatePoolWithTag at .text+0x37\n               \
+             ExFreePoolWithTag at .text+0x74\n  1Bp2  call\n               \
+             ExAllocatePool2 at .text+0x51\n  \
+             ... and 84 more tags at the bytes level (--evidence bytes lists them)\n",
+            s.path("x64-O2/basic.sys")
+        )
     );
-    assert!(by_path.contains("\n  1Bp2  call\n               ExAllocatePool2 at .text+0x51\n"));
-    assert!(by_path.contains("\n  This  bytes\n"));
-    let listed: Vec<&str> = by_path
+    let every = stdout(
+        &pooltag()
+            .args(["tags", "--evidence", "bytes", "--db"])
+            .arg(s.db())
+            .arg(s.path("x64-O2/basic.sys"))
+            .assert()
+            .success(),
+    );
+    assert!(every.starts_with(&by_path[..by_path.find("  ... and").unwrap()]));
+    assert!(every.contains("\n  This  bytes\n"));
+    let listed: Vec<&str> = every
         .lines()
         .skip(1)
         .filter(|l| !l.starts_with(&" ".repeat(15)))
         .collect();
+    assert_eq!(listed.len(), 87);
+    let rank = |l: &&str| (!l.ends_with("call"), l[2..6].to_owned());
     let mut sorted = listed.clone();
-    sorted.sort();
+    sorted.sort_by_key(rank);
     assert_eq!(listed, sorted);
 
     let by_name = stdout(

@@ -417,3 +417,23 @@ fn a_localtag_export_leaves_out_tags_that_read_back_as_wildcards() {
         ])
         .code(1);
 }
+
+#[cfg(unix)]
+#[test]
+fn file_names_reach_the_terminal_escaped_on_stderr_too() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("bad\x1b]0;pwned\x07.sys"), "MZ but nothing more").unwrap();
+    let assert = s.index(&[&root]).success();
+    let err = stderr(&assert);
+    assert!(!err.contains(['\x1b', '\x07']), "{err:?}");
+    assert_eq!(
+        err.lines().next().unwrap(),
+        format!(
+            "pooltag: {}/bad\\x1b]0;pwned\\x07.sys: named .sys but not a valid PE image: \
+             Unknown MS-DOS file",
+            root.display()
+        )
+    );
+}
