@@ -437,3 +437,30 @@ fn file_names_reach_the_terminal_escaped_on_stderr_too() {
         )
     );
 }
+
+#[test]
+fn an_unchanged_run_records_itself_without_piling_up_runs() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O2/basic.sys", "root/basic.sys");
+    s.put("x86-O2/wrapper.sys", "root/sub/wrapper.sys");
+    s.index(&[&root]).success();
+    let before = export_all(&s);
+    for _ in 0..3 {
+        let again = s.index(&[&root]).success();
+        assert_eq!(
+            driver_counts(&again),
+            "driver binaries indexed (0 new, 0 changed, 2 unchanged, 0 removed)"
+        );
+    }
+    assert_eq!(export_all(&s), before);
+    let info: serde_json::Value = serde_json::from_str(&stdout(
+        &s.pooltag(&["info".as_ref(), "--json".as_ref()]).success(),
+    ))
+    .unwrap();
+    let runs = info["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{info}");
+    assert_eq!(runs[0]["drivers_indexed"], 2);
+    assert_eq!(info["files"], 2);
+    assert_eq!(info["integrity"], "ok");
+}

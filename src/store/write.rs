@@ -14,7 +14,8 @@
 //! foreign keys are not enforced while building (the tests check them on the result).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
@@ -114,8 +115,10 @@ pub struct IndexWriter {
     segments: u32,
     /// The provenance row of an index run (none for a merge, which copies its inputs' runs).
     run_id: Option<i64>,
-    /// Whether a previous database is attached as `old`.
-    has_old: bool,
+    /// The previous database, attached as `old`.
+    old: Option<PathBuf>,
+    /// The roots of an index run, as stored paths.
+    roots: Vec<String>,
     /// The id the next new content gets: above every content of the previous database.
     next_content_id: i64,
     /// Contents stored in this run, by SHA-256.
@@ -156,7 +159,8 @@ impl IndexWriter {
             pair_budget: pair_budget.max(1),
             segments: 0,
             run_id: None,
-            has_old: false,
+            old: None,
+            roots: Vec::new(),
             next_content_id: 1,
             contents: HashMap::new(),
         };
@@ -190,9 +194,10 @@ impl IndexWriter {
         else {
             return Ok(());
         };
+        self.roots = replaced.roots.to_vec();
         if let Some(previous) = previous {
             conn.execute("ATTACH DATABASE ?1 AS old", [read_only_uri(previous)])?;
-            self.has_old = true;
+            self.old = Some(previous.to_owned());
             self.keep_previous(replaced)?;
             let conn = self.conn();
             self.next_content_id = conn.query_row(
@@ -218,26 +223,14 @@ impl IndexWriter {
     /// that recorded what is kept, and the contents and entries it uses.
     fn keep_previous(&self, replaced: Replaced) -> rusqlite::Result<()> {
         let conn = self.conn();
-        conn.execute_batch(
-            "CREATE TEMP TABLE roots (path TEXT NOT NULL, prefix TEXT NOT NULL); \
-             CREATE TEMP TABLE named (path TEXT PRIMARY KEY);",
-        )?;
-        for root in replaced.roots {
-            let prefix = if root.ends_with(std::path::MAIN_SEPARATOR) {
-                root.clone()
-            } else {
-                format!("{root}{}", std::path::MAIN_SEPARATOR)
-            };
-            conn.execute("INSERT INTO temp.roots VALUES (?1, ?2)", [root, &prefix])?;
-        }
+        create_roots_table(conn, replaced.roots)?;
+        conn.execute_batch("CREATE TEMP TABLE named (path TEXT PRIMARY KEY);")?;
         for path in replaced.tag_files {
             conn.execute("INSERT OR IGNORE INTO temp.named VALUES (?1)", [path])?;
         }
-        let under_roots = "EXISTS (SELECT 1 FROM temp.roots r WHERE x.path = r.path \
-             OR substr(x.path, 1, length(r.prefix)) = r.prefix)";
-        let kept_files = format!("x.host <> ?1 OR (NOT ?2 AND NOT {under_roots})",);
+        let kept_files = format!("x.host <> ?1 OR (NOT ?2 AND NOT {UNDER_ROOTS})");
         let kept_tag_files = format!(
-            "x.host <> ?1 OR (NOT ?2 AND NOT {under_roots} \
+            "x.host <> ?1 OR (NOT ?2 AND NOT {UNDER_ROOTS} \
              AND x.path NOT IN (SELECT path FROM temp.named))"
         );
         for sql in [
@@ -266,7 +259,7 @@ impl IndexWriter {
     /// counted reusable.
     pub fn previous_index(&self, analysis: Analysis) -> Result<PreviousIndex> {
         let mut previous = PreviousIndex::default();
-        if !self.has_old {
+        if self.old.is_none() {
             return Ok(previous);
         }
         let mut read = || -> rusqlite::Result<()> {
@@ -317,7 +310,7 @@ impl IndexWriter {
 
     /// This host's paths in the previous database that this run did not store.
     pub fn count_removed(&self) -> Result<u64> {
-        if !self.has_old {
+        if self.old.is_none() {
             return Ok(0);
         }
         self.conn()
@@ -651,9 +644,86 @@ impl IndexWriter {
         if self.segments > 0 {
             self.write_segment()?;
         }
+        if let Some(previous) = self.old.clone()
+            && self.matches_previous().map_err(|e| self.fail(e))?
+        {
+            return self.finish_as_copy(&previous, run);
+        }
         self.copy_reused().map_err(|e| self.fail(e))?;
         self.write_postings().map_err(|e| self.fail(e))?;
         let distinct_tags = self.write_run(run).map_err(|e| self.fail(e))?;
+        let conn = self.conn.take().expect("connection open until finish");
+        conn.close().map_err(|(_, e)| self.fail(e))?;
+        self.file.commit()?;
+        Ok(distinct_tags)
+    }
+
+    /// Whether the run found exactly what the previous database holds: the same files (path,
+    /// size, modification time, content: a content analysed again or new is a new content id)
+    /// and the same tag-file lines, for every host.
+    fn matches_previous(&self) -> rusqlite::Result<bool> {
+        if !self.contents.is_empty() {
+            return Ok(false);
+        }
+        let files = "SELECT content_id, host, path, name, size, mtime_ns FROM";
+        let lines = "SELECT f.host, f.path, s.line, e.tag, e.binary, e.description FROM";
+        let joined = |schema: &str| {
+            format!(
+                "{lines} {schema}.tag_file f JOIN {schema}.tag_entry_source s \
+                 ON s.tag_file_id = f.id JOIN {schema}.tag_entry e ON e.id = s.entry_id"
+            )
+        };
+        let (new_lines, old_lines) = (joined("main"), joined("old"));
+        self.conn().query_row(
+            &format!(
+                "SELECT NOT EXISTS ({files} main.file EXCEPT {files} old.file) \
+                 AND NOT EXISTS ({files} old.file EXCEPT {files} main.file) \
+                 AND NOT EXISTS ({new_lines} EXCEPT {old_lines}) \
+                 AND NOT EXISTS ({old_lines} EXCEPT {new_lines})"
+            ),
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    /// Finishes a run that changed nothing: the previous database, copied (cloned where the file
+    /// system can), with this run's provenance. Its files under the roots are recorded as this
+    /// run's; this host's runs that no file names any more are dropped, as a rebuild would.
+    fn finish_as_copy(mut self, previous: &Path, run: Option<RunRecord>) -> Result<u64> {
+        let conn = self.conn.take().expect("connection open until finish");
+        conn.close().map_err(|(_, e)| self.fail(e))?;
+        fs::copy(previous, self.file.path())
+            .map_err(|e| Error::new(format!("{}: {e}", self.file.path().display())))?;
+        let conn = Connection::open(self.file.path()).map_err(|e| self.fail(e))?;
+        self.conn = Some(conn);
+        let record = || -> rusqlite::Result<u64> {
+            let conn = self.conn();
+            conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;")?;
+            create_roots_table(conn, &self.roots)?;
+            conn.execute(
+                "INSERT INTO run (pooltag_version, host, os, roots, started_at, finished_at, \
+                 files_seen, drivers_indexed, bytes_read, distinct_tags, tag_file_entries, errors) \
+                 VALUES ('', ?1, '', '[]', 0, 0, 0, 0, 0, 0, 0, 0)",
+                [&self.host],
+            )?;
+            let run_id = conn.last_insert_rowid();
+            conn.execute(
+                &format!("UPDATE file AS x SET run_id = ?1 WHERE x.host = ?2 AND {UNDER_ROOTS}"),
+                params![run_id, self.host],
+            )?;
+            conn.execute(
+                "DELETE FROM run WHERE host = ?1 AND id <> ?2 \
+                 AND id NOT IN (SELECT run_id FROM file)",
+                params![self.host, run_id],
+            )?;
+            let distinct_tags = count_distinct_tags(conn)?;
+            if let Some(run) = run {
+                self.update_run(run_id, &run, distinct_tags)?;
+            }
+            conn.execute_batch("DROP TABLE temp.roots; COMMIT;")?;
+            Ok(distinct_tags as u64)
+        };
+        let distinct_tags = record().map_err(|e| self.fail(e))?;
         let conn = self.conn.take().expect("connection open until finish");
         conn.close().map_err(|(_, e)| self.fail(e))?;
         self.file.commit()?;
@@ -664,7 +734,7 @@ impl IndexWriter {
     /// file (of another host, or outside this run's roots) whose content this run analysed again
     /// points to the new analysis instead of the old one.
     fn copy_reused(&self) -> rusqlite::Result<()> {
-        if !self.has_old {
+        if self.old.is_none() {
             return Ok(());
         }
         self.conn().execute_batch(
@@ -692,7 +762,7 @@ impl IndexWriter {
         // The previous lists, all kept as they are when every old content was reused.
         let mut old_lists: Vec<(u32, Vec<u8>)> = Vec::new();
         let mut kept: Option<Vec<i64>> = None;
-        if self.has_old {
+        if self.old.is_some() {
             let reused: Vec<i64> = conn
                 .prepare("SELECT id FROM temp.reused ORDER BY id")?
                 .query_map([], |r| r.get(0))?
@@ -771,16 +841,12 @@ impl IndexWriter {
     /// distinct tags.
     fn write_run(&self, run: Option<RunRecord>) -> rusqlite::Result<u64> {
         let conn = self.conn();
-        let distinct_tags: i64 = conn.query_row(
-            "SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION SELECT tag FROM content_tag)",
-            [],
-            |r| r.get(0),
-        )?;
+        let distinct_tags = count_distinct_tags(conn)?;
         if let (Some(run), Some(run_id)) = (run, self.run_id) {
             self.update_run(run_id, &run, distinct_tags)?;
         }
         conn.execute_batch("COMMIT;")?;
-        if self.has_old {
+        if self.old.is_some() {
             conn.execute_batch("DETACH DATABASE old;")?;
         }
         Ok(distinct_tags as u64)
@@ -844,6 +910,33 @@ fn insert_tag_file(
         stored += 1;
     }
     Ok(stored)
+}
+
+/// Tags with any evidence.
+fn count_distinct_tags(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION SELECT tag FROM content_tag)",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// An SQL condition on `x.path`: it lies under one of the roots of `temp.roots` (or is one).
+const UNDER_ROOTS: &str = "EXISTS (SELECT 1 FROM temp.roots r WHERE x.path = r.path \
+     OR substr(x.path, 1, length(r.prefix)) = r.prefix)";
+
+/// `temp.roots`: each root as stored, and the prefix of the paths below it.
+fn create_roots_table(conn: &Connection, roots: &[String]) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE TEMP TABLE roots (path TEXT NOT NULL, prefix TEXT NOT NULL);")?;
+    for root in roots {
+        let prefix = if root.ends_with(std::path::MAIN_SEPARATOR) {
+            root.clone()
+        } else {
+            format!("{root}{}", std::path::MAIN_SEPARATOR)
+        };
+        conn.execute("INSERT INTO temp.roots VALUES (?1, ?2)", [root, &prefix])?;
+    }
+    Ok(())
 }
 
 /// The error of a posting list that does not decode.
