@@ -16,6 +16,7 @@ pub mod merge;
 pub mod print;
 pub mod query;
 pub mod read;
+pub mod snapshot;
 pub mod store;
 pub mod tag;
 pub mod tagfile;
