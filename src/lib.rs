@@ -13,6 +13,7 @@ pub mod export;
 pub mod extract;
 pub mod index;
 pub mod merge;
+pub mod pool;
 pub mod print;
 pub mod query;
 pub mod read;
