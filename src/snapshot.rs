@@ -235,7 +235,7 @@ pub fn load(path: &Path) -> Result<(Snapshot, Vec<String>)> {
         )),
         other => Error::new(format!("{shown}: {other}")),
     })?;
-    let parsed = parse(&decode(&data)).map_err(|why| Error::new(format!("{shown}: {why}")))?;
+    let parsed = parse_bytes(&data).map_err(|why| Error::new(format!("{shown}: {why}")))?;
     let mut warnings: Vec<String> = parsed
         .problems
         .iter()
@@ -249,6 +249,11 @@ pub fn load(path: &Path) -> Result<(Snapshot, Vec<String>)> {
         ));
     }
     Ok((parsed.snapshot, warnings))
+}
+
+/// Reads the bytes of a snapshot file: [`parse`] over their text.
+pub fn parse_bytes(data: &[u8]) -> std::result::Result<Parsed, String> {
+    parse(&decode(data))
 }
 
 /// The file's text: UTF-16 when it starts with a byte-order mark (PowerShell's `>` and WinDbg's
