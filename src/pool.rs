@@ -114,7 +114,7 @@ impl Answer {
         match others {
             0 => {}
             1 => text.push_str(" +1 other"),
-            n => text = format!("{text} +{n} others"),
+            n => text.push_str(&format!(" +{n} others")),
         }
         Some(text)
     }
@@ -609,15 +609,15 @@ fn quit_asked(interval: Duration) -> Result<bool> {
 
 /// `pooltag pool --diff BEFORE AFTER`.
 fn diff(config: &PoolConfig, before: &Path, after: &Path) -> Result<bool> {
-    let mut snapshots = Vec::new();
-    for path in [before, after] {
+    let read = |path: &Path| -> Result<Snapshot> {
         let (snapshot, warnings) = snapshot::load(path)?;
         for warning in warnings {
             eprintln!("pooltag: {warning}");
         }
-        snapshots.push(snapshot);
-    }
-    let mut changes = snapshot::diff(&snapshots[0], &snapshots[1]);
+        Ok(snapshot)
+    };
+    let (before, after) = (read(before)?, read(after)?);
+    let mut changes = snapshot::diff(&before, &after);
     changes.truncate(config.top.unwrap_or(usize::MAX));
     let mut answers = Answers::open(&config.db)?;
     answers.look_up(changes.iter().map(|c| c.tag))?;
