@@ -829,6 +829,18 @@ mod tests {
     }
 
     #[test]
+    fn the_live_table_as_json() {
+        let now = snapshot(&[(b"Irp ", usage((3, 1, 64), (0, 0, 0)))]);
+        let mut out = Vec::new();
+        table_json(&mut out, &rows(&now, None, PoolSort::Bytes), &no_answers()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[{\"tag\":\"Irp \",\"type\":\"paged\",\"allocs\":3,\"frees\":1,\"outstanding\":2,\
+             \"bytes\":64,\"per_alloc\":32,\"drivers\":[],\"entries\":[]}]\n"
+        );
+    }
+
+    #[test]
     fn growth_reads_in_units() {
         assert_eq!(signed_bytes(5440), "+5.3 KiB");
         assert_eq!(signed_bytes(-272), "-272 B");
