@@ -841,6 +841,78 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_is_the_best_driver_else_pooltag_txt() {
+        let file = |path: &str, version: Option<&str>, evidence| FileMatch {
+            tag: Tag(*b"Leak"),
+            file: crate::store::StoredFile {
+                content_id: 1,
+                host: "pc".into(),
+                path: path.into(),
+                sha256: vec![0; 32],
+                machine: 0x8664,
+                company: None,
+                description: None,
+                version: version.map(str::to_owned),
+            },
+            evidence,
+            sites: Vec::new(),
+        };
+        let entry = StoredEntry {
+            tag: "Lea?".into(),
+            binary: "leaky.sys".into(),
+            description: "Leaky buffers".into(),
+            host: "pc".into(),
+            source: "pooltag.txt".into(),
+            line: 3,
+        };
+        let mut answers = no_answers();
+        answers.known.insert(
+            Tag(*b"Leak"),
+            Answer {
+                files: vec![
+                    file(r"C:\d\leaky.sys", Some("2.0.1.0"), Evidence::Call),
+                    file(r"C:\store\LEAKY.SYS", None, Evidence::Code),
+                    file(r"C:\d\other.sys", None, Evidence::Bytes),
+                    file(r"C:\d\third.sys", None, Evidence::Bytes),
+                ],
+                entries: vec![entry.clone()],
+            },
+        );
+        answers.known.insert(
+            Tag(*b"Only"),
+            Answer {
+                files: Vec::new(),
+                entries: vec![entry],
+            },
+        );
+        let now = snapshot(&[
+            (b"Leak", usage((2, 0, 128), (0, 0, 0))),
+            (b"Only", usage((1, 0, 16), (0, 0, 0))),
+        ]);
+        let mut out = Vec::new();
+        table_human(
+            &mut out,
+            &rows(&now, None, PoolSort::Bytes),
+            &answers,
+            false,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let notes: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.rsplit("  ").next())
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                "leaky.sys 2.0.1.0 (call) +2 others",
+                "Pooltag.txt: leaky.sys - Leaky buffers"
+            ]
+        );
+    }
+
+    #[test]
     fn growth_reads_in_units() {
         assert_eq!(signed_bytes(5440), "+5.3 KiB");
         assert_eq!(signed_bytes(-272), "-272 B");
