@@ -6,7 +6,8 @@
 # with the default database (%LOCALAPPDATA%\pooltag\pooltag.db), queries a tag found in one of
 # Wine's own drivers (human, --json, -l), checks the exit codes (0 found, 1 not found, 2 bad
 # pattern / missing database) and their messages, uses --db with a Windows path before and after
-# the subcommand, and runs `info`. Every check looks at the output, not only the exit status.
+# the subcommand, runs `info`, and checks `pool` (one line and exit 2: Wine does not report pool
+# usage) and `pool --diff` of two captures by Windows paths. Every check looks at the output, not only the exit status.
 #
 # Meant for `.ci/run` on a fresh Debian 12 machine (root, CI=true, no X server); it also works on
 # a developer machine that has (or lets it install) wine64, mingw-w64 and the rustup target.
@@ -323,6 +324,42 @@ run query_db query --db 'C:\pt\test.db' "$tag"
 expect_rc 0 "query --db C:\\pt\\test.db $tag"
 grep -qF "$tag_driver" "$last_out" || fail "query --db C:\\pt\\test.db $tag does not name $tag_driver$(show)"
 pass "query --db C:\\pt\\test.db $tag (--db after the subcommand): exit 0, names $tag_driver"
+
+# The live pool table: Wine has no SystemPoolTagInformation, so one line names --diff, exit 2.
+run pool_live pool
+expect_rc 2 "pool (Wine does not report pool usage)"
+expected_line="pooltag: this system does not report pool usage (NtQuerySystemInformation answers STATUS_INVALID_INFO_CLASS); read snapshots taken elsewhere with 'pooltag pool --diff BEFORE AFTER'"
+[ "$(cat "$last_err")" = "$expected_line" ] || fail "pool: not the one line '$expected_line'$(show)"
+[ ! -s "$last_out" ] || fail "pool printed on stdout$(show)"
+pass "pool: exit 2, $(cat "$last_err")"
+
+# --diff of a PoolMon capture and !poolused output (CRLF, as Windows writes them), by Windows
+# paths: $tag grew by 4800 bytes, Zqx9 (no driver) shrank.
+printf ' Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc\r\n\r\n %s Nonp       100 (   0)        90 (   0)     10     1600 (   0)     160\r\n Zqx9 Paged       10 (   0)         5 (   0)      5      500 (   0)     100\r\n' \
+  "$tag" >"$WINEPREFIX/drive_c/pt/before.txt"
+printf '               NonPaged                  Paged\r\n Tag     Allocs         Used     Allocs         Used\r\n\r\n %s        40         6400          0            0\r\n Zqx9         0            0          4          400\r\n' \
+  "$tag" >"$WINEPREFIX/drive_c/pt/after.txt"
+run pool_diff --db 'C:\pt\test.db' pool --diff 'C:\pt\before.txt' 'C:\pt\after.txt'
+expect_rc 0 'pool --diff C:\pt\before.txt C:\pt\after.txt'
+[ ! -s "$last_err" ] || fail "pool --diff wrote on stderr$(show)"
+sed -n 2p "$last_out" | grep -q "^$tag      +4.7 KiB          +30       6.2 KiB  [^ ]*\.sys" ||
+  fail "pool --diff: the second line is not '$tag +4.7 KiB +30 6.2 KiB DRIVER.sys ...'$(show)"
+[ "$(sed -n 3p "$last_out")" = "Zqx9        -100 B           -1         400 B  unknown" ] ||
+  fail "pool --diff: the third line is not Zqx9's shrink$(show)"
+pass "pool --diff C:\\pt\\before.txt C:\\pt\\after.txt: exit 0, $(sed -n 2p "$last_out" | cut -c1-100)"
+
+run pool_diff_json --db 'C:\pt\test.db' pool --diff 'C:\pt\before.txt' 'C:\pt\after.txt' --json
+expect_rc 0 'pool --diff --json'
+python3 - "$last_out" "$tag" "$tag_driver" <<'EOF' || fail "pool --diff --json: unexpected JSON$(show)"
+import json, sys
+path, tag, driver = sys.argv[1:]
+rows = json.load(open(path, encoding="utf-8"))
+assert [r["tag"] for r in rows] == [tag, "Zqx9"], rows
+assert rows[0]["bytes_delta"] == 4800 and rows[0]["nonpaged"]["outstanding_after"] == 40, rows[0]
+assert driver in [d["path"] for d in rows[0]["drivers"]], rows[0]["drivers"]
+assert rows[1]["drivers"] == [] and rows[1]["entries"] == [], rows[1]
+EOF
+pass "pool --diff --json: $tag grew by 4800 bytes, $tag_driver among its drivers"
 
 run info info
 expect_rc 0 "info"

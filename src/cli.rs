@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -10,6 +11,7 @@ use crate::export::ExportFormat;
 use crate::extract::Evidence;
 use crate::index::IndexConfig;
 use crate::merge::MergeConfig;
+use crate::pool::{PoolConfig, PoolMode, PoolSort};
 use crate::query::{QueryConfig, QueryOutput, TagsConfig};
 use crate::store::write::PAIR_BUDGET;
 use crate::tag::TagPattern;
@@ -112,6 +114,36 @@ enum CommandArgs {
         #[arg(value_name = "INPUT")]
         inputs: Vec<PathBuf>,
     },
+    /// The live pool tag table with the driver behind each tag (Windows), or what grew between
+    /// two snapshots (any system)
+    #[command(
+        after_help = "Examples (the leak hunt):\n  pooltag pool --save before.json\n  \
+        pooltag pool --save after.json\n  pooltag pool --diff before.json after.json\n\n\
+        --diff also reads PoolMon captures (poolmon /n) and WinDbg !poolused output."
+    )]
+    Pool {
+        /// Print one JSON array (see the README for the contract)
+        #[arg(long, conflicts_with_all = ["watch", "save"])]
+        json: bool,
+        /// Order of the table: bytes, outstanding, allocs or tag [default: bytes]
+        #[arg(long, value_name = "KEY", value_parser = parse_sort,
+            conflicts_with_all = ["watch", "save", "diff"])]
+        sort: Option<PoolSort>,
+        /// Print at most N rows
+        #[arg(long, value_name = "N", conflicts_with = "save")]
+        top: Option<usize>,
+        /// Redraw every SECONDS [default: 2] with the growth since the start, sorted by it, like
+        /// PoolMon; q or Ctrl-C quits
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2",
+            value_parser = parse_seconds, conflicts_with_all = ["save", "diff"])]
+        watch: Option<Duration>,
+        /// Write the snapshot (host, time, Windows version, counters) as JSON to FILE
+        #[arg(long, value_name = "FILE", conflicts_with = "diff")]
+        save: Option<PathBuf>,
+        /// Compare two snapshots, each saved with --save, a PoolMon capture or !poolused output
+        #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"])]
+        diff: Option<Vec<PathBuf>>,
+    },
     /// Check drivers that are not in the index: their tags, and the indexed drivers and
     /// Pooltag.txt entries already using them (exit 1 when there is a collision)
     #[command(after_help = "Example:\n  pooltag check build\\x64\\Release\\mydriver.sys")]
@@ -183,6 +215,7 @@ pub enum Command {
     },
     Merge(MergeConfig),
     Export(ExportConfig),
+    Pool(PoolConfig),
     Completions(clap_complete::Shell),
     Man,
 }
@@ -294,6 +327,28 @@ impl Args {
             CommandArgs::Man => Command::Man,
             CommandArgs::Check { json, drivers } => Command::Check { db, json, drivers },
             CommandArgs::Annotate { json, inputs } => Command::Annotate { db, json, inputs },
+            CommandArgs::Pool {
+                json,
+                sort,
+                top,
+                watch,
+                save,
+                diff,
+            } => Command::Pool(PoolConfig {
+                db,
+                mode: match (diff, save, watch) {
+                    (Some(files), _, _) => {
+                        let [before, after] = <[PathBuf; 2]>::try_from(files)
+                            .map_err(|_| Error::new("--diff takes two files: BEFORE AFTER"))?;
+                        PoolMode::Diff { before, after }
+                    }
+                    (None, Some(path), _) => PoolMode::Save(path),
+                    (None, None, Some(interval)) => PoolMode::Watch(interval),
+                    (None, None, None) => PoolMode::Table(sort.unwrap_or(PoolSort::Bytes)),
+                },
+                top,
+                json,
+            }),
             CommandArgs::Merge { inputs } => Command::Merge(MergeConfig { db, inputs }),
             CommandArgs::Export {
                 format,
@@ -317,6 +372,22 @@ fn parse_format(name: &str) -> std::result::Result<ExportFormat, String> {
         "json" => Ok(ExportFormat::Json),
         _ => Err(format!(
             "unknown format '{name}' (use localtag, csv or json)"
+        )),
+    }
+}
+
+/// `pooltag pool --sort KEY`.
+fn parse_sort(name: &str) -> std::result::Result<PoolSort, String> {
+    PoolSort::from_name(name)
+        .ok_or_else(|| format!("unknown sort key '{name}' (use bytes, outstanding, allocs or tag)"))
+}
+
+/// `pooltag pool --watch SECONDS`: a positive number, at most a day.
+fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!(
+            "invalid interval '{text}' (use seconds, more than 0 and at most 86400)"
         )),
     }
 }

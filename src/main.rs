@@ -13,6 +13,7 @@ use pooltag::export;
 use pooltag::extract::Evidence;
 use pooltag::index::{self, IndexConfig};
 use pooltag::merge::{self, MergeConfig};
+use pooltag::pool::{self, PoolConfig};
 use pooltag::print;
 use pooltag::query::{self, QueryConfig, QueryOutput, Scope, TagsConfig};
 use pooltag::store::{Database, file_name};
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Completions(shell) => run_completions(shell),
         Command::Man => run_man(),
         Command::Export(config) => run_export(&config),
+        Command::Pool(config) => run_pool(&config),
     });
     match outcome {
         Ok(Found::Yes) => ExitCode::SUCCESS,
@@ -254,6 +256,16 @@ fn run_annotate(db: &std::path::Path, json: bool, inputs: &[std::path::PathBuf])
         .values()
         .any(|a| !a.drivers.is_empty() || !a.entries.is_empty());
     Ok(if answered { Found::Yes } else { Found::No })
+}
+
+/// `pooltag pool`: the live table, watched or saved, or the diff of two snapshots; found when a
+/// row was printed or saved.
+fn run_pool(config: &PoolConfig) -> Result<Found> {
+    Ok(if pool::run(config)? {
+        Found::Yes
+    } else {
+        Found::No
+    })
 }
 
 /// `pooltag tags --collisions`: each `call`/`arg` tag of the files with its other users.

@@ -657,6 +657,29 @@ pub fn collisions_json(
     writeln!(out)
 }
 
+/// A driver file holding a tag, as the `"kind": "file"` element of `query --json`: other
+/// commands' JSON (`pool --diff`) embeds the same objects.
+pub(crate) fn file_item(found: &crate::query::FileMatch) -> impl Serialize + '_ {
+    QueryItem::File(FileItem::of(
+        found.tag,
+        found.evidence,
+        &found.sites,
+        &found.file,
+    ))
+}
+
+/// A Pooltag.txt entry, as the `"kind": "pooltag"` element of `query --json`.
+pub(crate) fn entry_item(entry: &StoredEntry) -> impl Serialize + '_ {
+    QueryItem::Pooltag {
+        tag: &entry.tag,
+        binary: &entry.binary,
+        description: &entry.description,
+        host: &entry.host,
+        source: &entry.source,
+        line: entry.line,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! Mutation fuzzing of every parser that reads untrusted bytes: PE classification
 //! (`read::summarize_pe`, and `read::read_file` on the same bytes), code and data analysis
 //! (`extract::analyse`: the PE, import and section reader, the x86/x64 and ARM64 analysers, the
-//! data level), the version resource parser, the Pooltag.txt parser and the tag pattern parser.
+//! data level), the version resource parser, the Pooltag.txt parser, the tag pattern parser, and
+//! the pool usage readers (`snapshot::parse_pool_buffer` for the live SYSTEM_POOLTAG_INFORMATION
+//! buffer, `snapshot::parse_bytes` for saved snapshots, PoolMon and `!poolused` text).
 //!
 //! Each target starts from committed seeds (the fixture drivers, or tag file and pattern text),
 //! applies a few mutations (bit flips, overwrites with boundary values, splices, truncation,
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant};
 use object::read::ReadCache;
 use pooltag::extract::{self, version};
 use pooltag::read::{FileContent, ReadError, read_file, summarize_pe};
+use pooltag::snapshot::{self, BufferLayout};
 use pooltag::tag::{Tag, TagPattern};
 use pooltag::tagfile;
 use proptest::collection::vec;
@@ -126,20 +129,26 @@ enum Target {
     TagFile,
     /// `tag::TagPattern::parse`.
     Pattern,
+    /// `snapshot::parse_pool_buffer`, both layouts.
+    PoolBuffer,
+    /// `snapshot::parse_bytes`.
+    Snapshot,
 }
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 7] = [
     Target::Classify,
     Target::Analyse,
     Target::Version,
     Target::TagFile,
     Target::Pattern,
+    Target::PoolBuffer,
+    Target::Snapshot,
 ];
 
 /// Calls made through [`check`], per target (shrinking included), and how many of them got past
 /// the first checks.
-static EXECUTIONS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
-static ACCEPTED: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+static EXECUTIONS: [AtomicU64; TARGETS.len()] = [const { AtomicU64::new(0) }; TARGETS.len()];
+static ACCEPTED: [AtomicU64; TARGETS.len()] = [const { AtomicU64::new(0) }; TARGETS.len()];
 
 impl Target {
     fn name(self) -> &'static str {
@@ -149,6 +158,8 @@ impl Target {
             Target::Version => "version",
             Target::TagFile => "tagfile",
             Target::Pattern => "pattern",
+            Target::PoolBuffer => "poolbuffer",
+            Target::Snapshot => "snapshot",
         }
     }
 
@@ -170,6 +181,8 @@ impl Target {
             Target::Version => version(data),
             Target::TagFile => tag_file(data),
             Target::Pattern => pattern(data),
+            Target::PoolBuffer => pool_buffer(data),
+            Target::Snapshot => snapshot_file(data),
         }
     }
 }
@@ -294,6 +307,33 @@ fn pattern(data: &[u8]) -> bool {
             false
         }
     }
+}
+
+fn pool_buffer(data: &[u8]) -> bool {
+    let mut found = false;
+    for (layout, offset, size) in [(BufferLayout::X64, 8, 40), (BufferLayout::X86, 4, 28)] {
+        let Ok(tags) = snapshot::parse_pool_buffer(data, layout) else {
+            assert!(data.len() < 4, "an error for a buffer holding a count");
+            continue;
+        };
+        let count = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
+        let fits = data.len().saturating_sub(offset) / size;
+        assert!(tags.len() <= count.min(fits), "more tags than entries");
+        found |= !tags.is_empty();
+    }
+    found
+}
+
+fn snapshot_file(data: &[u8]) -> bool {
+    let Ok(parsed) = snapshot::parse_bytes(data) else {
+        return false;
+    };
+    assert!(parsed.problems.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(parsed.problems.iter().all(|(line, _)| *line > 0));
+    // What was read is what a saved snapshot writes and reads back.
+    let again = snapshot::parse(&snapshot::to_json(&parsed.snapshot)).expect("reads back");
+    assert_eq!(again.snapshot, parsed.snapshot);
+    !parsed.snapshot.tags.is_empty()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,8 +546,70 @@ fn pattern_seeds() -> &'static [Vec<u8>] {
     })
 }
 
+/// SYSTEM_POOLTAG_INFORMATION buffers of two entries in both layouts, with the right count, a
+/// count too large, and none.
+fn pool_buffer_seeds() -> &'static [Vec<u8>] {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let mut seeds = Vec::new();
+        for x64 in [true, false] {
+            for count in [2u32, 0xffff_ffff, 0] {
+                let mut data = count.to_le_bytes().to_vec();
+                data.resize(if x64 { 8 } else { 4 }, 0);
+                for (tag, n) in [(*b"AfdA", 7u32), (*b"Irp ", 0x8000_0000)] {
+                    data.extend_from_slice(&tag);
+                    data.extend_from_slice(&n.to_le_bytes());
+                    data.extend_from_slice(&(n / 2).to_le_bytes());
+                    let used = u64::from(n) * 16;
+                    if x64 {
+                        data.extend_from_slice(&[0; 4]);
+                        data.extend_from_slice(&used.to_le_bytes());
+                    } else {
+                        data.extend_from_slice(&(used as u32).to_le_bytes());
+                    }
+                    data.extend_from_slice(&n.to_le_bytes());
+                    data.extend_from_slice(&(n / 4).to_le_bytes());
+                    if x64 {
+                        data.extend_from_slice(&used.to_le_bytes());
+                    } else {
+                        data.extend_from_slice(&(used as u32).to_le_bytes());
+                    }
+                }
+                seeds.push(data);
+            }
+        }
+        seeds
+    })
+}
+
+/// A PoolMon screen, a `poolmon /n` log, `!poolused` output and a saved snapshot.
+fn snapshot_seeds() -> &'static [Vec<u8>] {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        [
+            " Memory: 8388148K Avail: 4126216K  PageFlts:   420   InRam Krnl: 9248K P:259156K\n\n \
+             Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc   \
+             Mapped_Driver\n\n AfdA Nonp      1234 (   0)      1200 (   0)     34     5440 (   0)  \
+             160   afd.sys\n Irp  Paged       900 (   2)       899 (   2)      1      272 (   0)  \
+             272   [ nt!io ]\n",
+            " Tag  Type     Allocs     Frees      Diff   Bytes  Per Alloc\r\n \
+             AfdA Nonp      1234      1200        34    5440      160\r\n",
+            " Sorting by  NonPaged Pool Consumed\n\n               NonPaged                  Paged\n \
+             Tag     Allocs         Used     Allocs         Used\n\n ConT         9      5251072  \
+             0            0\tUNKNOWN pooltag 'ConT', please update pooltag.txt\n \
+             TOTAL     1234     10092544          5       196608\n",
+            r#"{"pooltag_snapshot":1,"host":"pc","time":1795651200,"windows":"10.0.22631","tags":[{"tag":"A\x01 \\","paged_allocs":1,"paged_frees":2,"paged_bytes":3,"nonpaged_allocs":4,"nonpaged_frees":5,"nonpaged_bytes":6}]}"#,
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect()
+    })
+}
+
 fn seeds(target: Target) -> &'static [Vec<u8>] {
     match target {
+        Target::PoolBuffer => pool_buffer_seeds(),
+        Target::Snapshot => snapshot_seeds(),
         Target::Classify | Target::Analyse => pe_seeds(),
         Target::Version => version_seeds(),
         Target::TagFile => tag_file_seeds(),
@@ -952,6 +1054,16 @@ fn fuzz_tag_file() {
 #[test]
 fn fuzz_pattern() {
     fuzz(Target::Pattern);
+}
+
+#[test]
+fn fuzz_pool_buffer() {
+    fuzz(Target::PoolBuffer);
+}
+
+#[test]
+fn fuzz_snapshot() {
+    fuzz(Target::Snapshot);
 }
 
 /// Every input in `tests/regressions/<target>/` (but READMEs) passes its target's checks.
