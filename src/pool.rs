@@ -5,6 +5,7 @@
 //! Only the call that reads the table is Windows code; the rest runs on every OS, and elsewhere
 //! the live modes end with one line naming `--diff`.
 
+use crate::text::escape;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -116,7 +117,8 @@ impl Answer {
             1 => text.push_str(" +1 other"),
             n => text.push_str(&format!(" +{n} others")),
         }
-        Some(text)
+        // A file name and a version string come from the disk: shown escaped.
+        Some(escape(&text).into_owned())
     }
 
     /// `Pooltag.txt: afd.sys - AFD objects`.
@@ -124,7 +126,8 @@ impl Answer {
         let entry = self.entries.first()?;
         Some(format!(
             "Pooltag.txt: {} - {}",
-            entry.binary, entry.description
+            escape(&entry.binary),
+            escape(&entry.description)
         ))
     }
 }
@@ -909,6 +912,43 @@ mod tests {
                 "leaky.sys 2.0.1.0 (call) +2 others",
                 "Pooltag.txt: leaky.sys - Leaky buffers"
             ]
+        );
+    }
+
+    #[test]
+    fn strings_from_drivers_and_tag_files_are_escaped() {
+        let hostile = Answer {
+            files: vec![FileMatch {
+                tag: Tag(*b"Evil"),
+                file: crate::store::StoredFile {
+                    content_id: 1,
+                    host: "pc".into(),
+                    path: "C:\\d\\evil\x1b]0;x\x07.sys".into(),
+                    sha256: vec![0; 32],
+                    machine: 0x8664,
+                    company: None,
+                    description: None,
+                    version: Some("1.0\u{9b}2J".into()),
+                },
+                evidence: Evidence::Call,
+                sites: Vec::new(),
+            }],
+            entries: vec![StoredEntry {
+                tag: "Evil".into(),
+                binary: "e\rvil.sys".into(),
+                description: "\x1b[2J".into(),
+                host: "pc".into(),
+                source: "pooltag.txt".into(),
+                line: 1,
+            }],
+        };
+        assert_eq!(
+            hostile.driver().unwrap(),
+            "evil\\x1b]0;x\\x07.sys 1.0\\u{9b}2J (call)"
+        );
+        assert_eq!(
+            hostile.description().unwrap(),
+            "Pooltag.txt: e\\x0dvil.sys - \\x1b[2J"
         );
     }
 
