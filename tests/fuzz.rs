@@ -133,9 +133,12 @@ enum Target {
     PoolBuffer,
     /// `snapshot::parse_bytes`.
     Snapshot,
+    /// `text::decode` and `text::escape` on any bytes, and the same bytes as a file name:
+    /// `store::path_text` and `read::is_sys_name`.
+    Text,
 }
 
-const TARGETS: [Target; 7] = [
+const TARGETS: [Target; 8] = [
     Target::Classify,
     Target::Analyse,
     Target::Version,
@@ -143,6 +146,7 @@ const TARGETS: [Target; 7] = [
     Target::Pattern,
     Target::PoolBuffer,
     Target::Snapshot,
+    Target::Text,
 ];
 
 /// Calls made through [`check`], per target (shrinking included), and how many of them got past
@@ -160,6 +164,7 @@ impl Target {
             Target::Pattern => "pattern",
             Target::PoolBuffer => "poolbuffer",
             Target::Snapshot => "snapshot",
+            Target::Text => "text",
         }
     }
 
@@ -183,6 +188,7 @@ impl Target {
             Target::Pattern => pattern(data),
             Target::PoolBuffer => pool_buffer(data),
             Target::Snapshot => snapshot_file(data),
+            Target::Text => text(data),
         }
     }
 }
@@ -334,6 +340,41 @@ fn snapshot_file(data: &[u8]) -> bool {
     let again = snapshot::parse(&snapshot::to_json(&parsed.snapshot)).expect("reads back");
     assert_eq!(again.snapshot, parsed.snapshot);
     !parsed.snapshot.tags.is_empty()
+}
+
+fn text(data: &[u8]) -> bool {
+    let (encoding, decoded) = pooltag::text::decode(data);
+    if !matches!(encoding, pooltag::text::Encoding::Utf8) {
+        assert!(
+            std::str::from_utf8(&decoded).is_ok() || encoding == pooltag::text::Encoding::Utf8Bom,
+            "decoded UTF-16 is not UTF-8"
+        );
+    }
+    let lossy = String::from_utf8_lossy(&decoded);
+    let escaped = pooltag::text::escape(&lossy);
+    assert!(
+        !escaped
+            .chars()
+            .any(|c| matches!(u32::from(c), 0x00..=0x1f | 0x7f..=0x9f)),
+        "a control character survived escaping: {escaped:?}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(data);
+        let stored = pooltag::store::path_text(Path::new(name));
+        // Lossless: bytes that are not UTF-8 become \xNN, the rest stays.
+        assert!(stored.len() >= data.len(), "a stored name lost bytes");
+        if std::str::from_utf8(data).is_ok() {
+            assert_eq!(stored.as_bytes(), data);
+        }
+        let sys = pooltag::read::is_sys_name(name);
+        assert_eq!(
+            sys,
+            data.len() >= 4 && data[data.len() - 4..].eq_ignore_ascii_case(b".sys")
+        );
+    }
+    encoding != pooltag::text::Encoding::Utf8
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -614,7 +655,43 @@ fn seeds(target: Target) -> &'static [Vec<u8>] {
         Target::Version => version_seeds(),
         Target::TagFile => tag_file_seeds(),
         Target::Pattern => pattern_seeds(),
+        Target::Text => text_seeds(),
     }
+}
+
+/// Text as it is saved on Windows and named on disks: marks, UTF-16 both ways, control
+/// characters, names in other scripts and encodings, reserved and very long names.
+fn text_seeds() -> &'static [Vec<u8>] {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let utf16 = |big: bool, text: &str| -> Vec<u8> {
+            let mut out = if big {
+                vec![0xfe, 0xff]
+            } else {
+                vec![0xff, 0xfe]
+            };
+            for unit in text.encode_utf16() {
+                out.extend(if big {
+                    unit.to_be_bytes()
+                } else {
+                    unit.to_le_bytes()
+                });
+            }
+            out
+        };
+        vec![
+            b"\xef\xbb\xbfAfdA - afd.sys - AFD\r\n".to_vec(),
+            utf16(false, " Tag  Type  Allocs\r\n AfdA Nonp 1 0 1 16 16\r\n"),
+            utf16(true, "AfdA\nIrp \n"),
+            b"\xff\xfeA\x00\x00\xd8".to_vec(),
+            "evil\u{1b}]0;title\u{7}\u{9b}2J.sys".as_bytes().to_vec(),
+            "ドライバ.sys".as_bytes().to_vec(),
+            b"dup\xfe.sys".to_vec(),
+            b"CON.sys".to_vec(),
+            vec![b'n'; 255],
+            Vec::new(),
+        ]
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1064,6 +1141,11 @@ fn fuzz_pool_buffer() {
 #[test]
 fn fuzz_snapshot() {
     fuzz(Target::Snapshot);
+}
+
+#[test]
+fn fuzz_text() {
+    fuzz(Target::Text);
 }
 
 /// Every input in `tests/regressions/<target>/` (but READMEs) passes its target's checks.

@@ -464,3 +464,94 @@ fn an_unchanged_run_records_itself_without_piling_up_runs() {
     assert_eq!(info["files"], 2);
     assert_eq!(info["integrity"], "ok");
 }
+
+#[cfg(unix)]
+#[test]
+fn every_kind_of_file_name_is_indexed_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    let root = s.path("root");
+    let names: Vec<&[u8]> = vec![
+        b"CON.sys",
+        b"nul",
+        b"AUX.SYS",
+        b"COM1.sys",
+        b"trailing dot.sys.",
+        b" leading space.sys",
+        "日本語のドライバ.sys".as_bytes(),
+        "Ñandú".as_bytes(),
+        b"latin1-\xe9.sys",
+        b"dup\xfe.sys",
+        b"dup\xff.sys",
+        b"back\\slash.sys",
+    ];
+    let long = vec![b'l'; 251]
+        .into_iter()
+        .chain(*b".sys")
+        .collect::<Vec<u8>>();
+    let mut all = names.clone();
+    all.push(&long);
+    for name in &all {
+        let path = root.join(std::ffi::OsStr::from_bytes(name));
+        fs::create_dir_all(&root).unwrap();
+        fs::copy(fixture("x64-O2/basic.sys"), &path).unwrap();
+    }
+    let assert = s.index(&[&root]).success();
+    assert_eq!(
+        driver_counts(&assert),
+        format!(
+            "driver binaries indexed ({} new, 0 changed, 0 unchanged, 0 removed)",
+            all.len()
+        )
+    );
+    assert!(
+        stderr(&assert).contains(", 0 errors, "),
+        "{}",
+        stderr(&assert)
+    );
+    let listed = stdout(
+        &s.pooltag(&["query".as_ref(), "-l".as_ref(), "1Ba1".as_ref()])
+            .success(),
+    );
+    assert_eq!(listed.lines().count(), all.len(), "{listed}");
+    for shown in [
+        "dup\\xFE.sys",
+        "dup\\xFF.sys",
+        "latin1-\\xE9.sys",
+        "日本語のドライバ.sys",
+    ] {
+        assert!(
+            listed.contains(&format!("{}/{shown}\n", root.display())),
+            "{shown} in {listed}"
+        );
+    }
+}
+
+/// The one way two names can read the same once stored: a name holding the text `\xFE` beside
+/// one holding the byte 0xFE. The second is reported, not dropped silently.
+#[cfg(unix)]
+#[test]
+fn two_names_that_read_the_same_are_reported() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    let root = s.path("root");
+    fs::create_dir_all(&root).unwrap();
+    for name in [&b"a\\xFE.sys"[..], b"a\xfe.sys"] {
+        fs::copy(
+            fixture("x64-O2/basic.sys"),
+            root.join(std::ffi::OsStr::from_bytes(name)),
+        )
+        .unwrap();
+    }
+    let err = stderr(&s.index(&[&root]).success());
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "pooltag: {}/a\\xFE.sys: another file's name reads the same once stored; only the \
+             first is indexed",
+            root.display()
+        )
+    );
+    assert!(lines[1].contains(", 1 errors, "), "{err}");
+}
