@@ -753,15 +753,17 @@ impl IndexWriter {
     }
 
     /// Builds `bytes_posting` from the previous database's lists (reused contents only) and this
-    /// run's pairs, in memory or in segments.
+    /// run's pairs, in memory or in segments. Both sources are read in tag order and merged as
+    /// they stream: one tag's lists are in memory at a time, not the whole index.
     fn write_postings(&mut self) -> rusqlite::Result<()> {
-        let pairs = std::mem::take(&mut self.pairs);
+        let mut pairs = std::mem::take(&mut self.pairs);
         let conn = self.conn.as_ref().expect("connection open until finish");
         let mut insert =
             conn.prepare("INSERT INTO bytes_posting (tag, content_ids) VALUES (?1, ?2)")?;
-        // The previous lists, all kept as they are when every old content was reused.
-        let mut old_lists: Vec<(u32, Vec<u8>)> = Vec::new();
+        // The previous lists are kept as they are when every old content was reused, else
+        // filtered to the reused ones.
         let mut kept: Option<Vec<i64>> = None;
+        let mut old_select = None;
         if self.old.is_some() {
             let reused: Vec<i64> = conn
                 .prepare("SELECT id FROM temp.reused ORDER BY id")?
@@ -772,49 +774,59 @@ impl IndexWriter {
             if (reused.len() as i64) < old_count {
                 kept = Some(reused);
             }
-            let mut select =
-                conn.prepare("SELECT tag, content_ids FROM old.bytes_posting ORDER BY tag")?;
-            let rows =
-                select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
-            for row in rows {
-                old_lists.push(row?);
-            }
+            old_select =
+                Some(conn.prepare("SELECT tag, content_ids FROM old.bytes_posting ORDER BY tag")?);
         }
-        // This run's lists, in tag order.
-        let mut new_lists: Vec<(u32, Vec<i64>)> = Vec::new();
-        if self.segments == 0 {
-            new_lists.extend(group_pairs(&{
-                let mut pairs = pairs;
-                pairs.sort_unstable();
-                pairs
-            }));
-        } else {
-            let mut select = conn.prepare(
-                "SELECT tag, content_ids FROM temp.posting_segment ORDER BY tag, segment",
-            )?;
-            let rows =
-                select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
-            for row in rows {
-                let (key, blob) = row?;
-                let ids = postings::decode(&blob).ok_or_else(damaged_list)?;
-                match new_lists.last_mut() {
-                    Some((last, list)) if *last == key => list.extend(ids),
-                    _ => new_lists.push((key, ids)),
+        let mut old_rows = match old_select.as_mut() {
+            Some(select) => Some(select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?)))?),
+            None => None,
+        };
+        let mut next_old = || -> rusqlite::Result<Option<(u32, Vec<u8>)>> {
+            old_rows.as_mut().and_then(Iterator::next).transpose()
+        };
+        // This run's lists, in tag order: from memory, or merged from the segments.
+        let mut segment_select = (self.segments > 0)
+            .then(|| {
+                conn.prepare(
+                    "SELECT tag, content_ids FROM temp.posting_segment ORDER BY tag, segment",
+                )
+            })
+            .transpose()?;
+        let mut new_lists: Box<dyn Iterator<Item = rusqlite::Result<(u32, Vec<i64>)>>> =
+            match segment_select.as_mut() {
+                Some(select) => Box::new(SegmentLists {
+                    rows: select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?)))?,
+                    pending: None,
+                }),
+                None => {
+                    pairs.sort_unstable();
+                    Box::new(group_pairs(&pairs).map(Ok))
                 }
-            }
-        }
+            };
+        let mut old_head = next_old()?;
+        let mut new_head = new_lists.next().transpose()?;
         let mut blob = Vec::new();
-        let mut old_iter = old_lists.into_iter().peekable();
-        let mut new_iter = new_lists.into_iter().peekable();
         loop {
-            let key = match (old_iter.peek(), new_iter.peek()) {
+            let key = match (&old_head, &new_head) {
                 (Some((a, _)), Some((b, _))) => (*a).min(*b),
                 (Some((a, _)), None) => *a,
                 (None, Some((b, _))) => *b,
                 (None, None) => break,
             };
-            let old = old_iter.next_if(|(k, _)| *k == key).map(|(_, blob)| blob);
-            let new = new_iter.next_if(|(k, _)| *k == key).map(|(_, ids)| ids);
+            let old = match old_head.take_if(|(k, _)| *k == key) {
+                Some((_, blob)) => {
+                    old_head = next_old()?;
+                    Some(blob)
+                }
+                None => None,
+            };
+            let new = match new_head.take_if(|(k, _)| *k == key) {
+                Some((_, ids)) => {
+                    new_head = new_lists.next().transpose()?;
+                    Some(ids)
+                }
+                None => None,
+            };
             if let (Some(old_blob), None, None) = (&old, &new, &kept) {
                 insert.execute(params![key, old_blob])?;
                 continue;
@@ -945,6 +957,46 @@ fn damaged_list() -> rusqlite::Error {
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
         Some("a damaged posting list".to_owned()),
     )
+}
+
+/// The posting lists of the spilled segments, one per tag: each tag's pieces (in segment order,
+/// so their ids ascend) decoded and joined as the rows stream by.
+struct SegmentLists<I> {
+    rows: I,
+    /// The first row of the next tag, read while finishing the previous one.
+    pending: Option<(u32, Vec<u8>)>,
+}
+
+impl<I: Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> Iterator for SegmentLists<I> {
+    type Item = rusqlite::Result<(u32, Vec<i64>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, first) = match self.pending.take() {
+            Some(row) => row,
+            None => match self.rows.next()? {
+                Ok(row) => row,
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        let Some(mut ids) = postings::decode(&first) else {
+            return Some(Err(damaged_list()));
+        };
+        loop {
+            match self.rows.next() {
+                None => break,
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok((next_key, blob))) if next_key == key => match postings::decode(&blob) {
+                    Some(more) => ids.extend(more),
+                    None => return Some(Err(damaged_list())),
+                },
+                Some(Ok(row)) => {
+                    self.pending = Some(row);
+                    break;
+                }
+            }
+        }
+        Some(Ok((key, ids)))
+    }
 }
 
 /// Sorted (tag << 32 | id) pairs grouped into posting lists.
