@@ -35,8 +35,9 @@ enum Step {
     InnerTagFile(Option<usize>),
     /// Rewrites the tag file named with --pooltag-txt.
     NamedTagFile(usize),
-    /// An index run of these folders, with or without code analysis, pruning or not.
-    Index(Vec<usize>, bool, bool),
+    /// An index run of these folders, with or without code analysis, pruning or not, spilling
+    /// its (tag, content) pairs to segments or keeping them in memory.
+    Index(Vec<usize>, bool, bool, bool),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -46,8 +47,13 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..FOLDERS.len(), 0..3usize).prop_map(|(d, n)| Step::Remove(d, n)),
         1 => proptest::option::of(0..3usize).prop_map(Step::InnerTagFile),
         1 => (0..3usize).prop_map(Step::NamedTagFile),
-        3 => (proptest::collection::vec(0..FOLDERS.len(), 1..3), any::<bool>(), any::<bool>())
-            .prop_map(|(roots, code, prune)| Step::Index(roots, code, prune)),
+        3 => (
+            proptest::collection::vec(0..FOLDERS.len(), 1..3),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(roots, code, prune, spill)| Step::Index(roots, code, prune, spill)),
     ]
 }
 
@@ -76,7 +82,15 @@ impl Tree {
             .unwrap();
     }
 
-    fn index(&self, db: &Path, folders: &[usize], code: bool, full: bool, prune: bool) {
+    fn index(
+        &self,
+        db: &Path,
+        folders: &[usize],
+        code: bool,
+        full: bool,
+        prune: bool,
+        spill: bool,
+    ) {
         let roots = folders
             .iter()
             .map(|&f| {
@@ -91,7 +105,7 @@ impl Tree {
             tag_files: vec![self.path("named.txt")],
             progress: false,
             analyse_code: code,
-            pair_budget: 64,
+            pair_budget: if spill { 64 } else { 1 << 22 },
             full,
             prune,
             verbose: false,
@@ -153,14 +167,14 @@ proptest! {
                 Step::NamedTagFile(line) => {
                     tree.write("named.txt", format!("Nm{line:02} - named.sys - named {line}\n").as_bytes());
                 }
-                Step::Index(folders, code, prune) => {
-                    tree.index(&db, folders, *code, false, *prune);
+                Step::Index(folders, code, prune, spill) => {
+                    tree.index(&db, folders, *code, false, *prune, *spill);
                 }
             }
         }
-        tree.index(&db, &[0, 1], true, false, false);
+        tree.index(&db, &[0, 1], true, false, false, false);
         let full = tree.path("full.db");
-        tree.index(&full, &[0, 1], true, true, false);
+        tree.index(&full, &[0, 1], true, true, false, true);
         let (got, want) = (answers(&db), answers(&full));
         prop_assert_eq!(got.0, want.0);
         prop_assert_eq!(got.1, want.1);

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::atomic::AtomicFile;
 use super::{describe, migrate, postings, read_only_uri};
@@ -737,18 +737,72 @@ impl IndexWriter {
         if self.old.is_none() {
             return Ok(());
         }
-        self.conn().execute_batch(
+        let conn = self.conn();
+        conn.execute_batch(
             "CREATE TEMP TABLE renewed AS SELECT o.id AS old_id, n.id AS new_id \
                  FROM old.content o JOIN content n ON n.sha256 = o.sha256; \
              UPDATE file SET content_id = \
                  (SELECT new_id FROM temp.renewed WHERE old_id = file.content_id) \
                  WHERE content_id IN (SELECT old_id FROM temp.renewed); \
              DELETE FROM temp.reused WHERE id IN (SELECT old_id FROM temp.renewed); \
-             DROP TABLE temp.renewed; \
-             INSERT INTO content SELECT * FROM old.content WHERE id IN (SELECT id FROM temp.reused); \
-             INSERT INTO content_tag SELECT * FROM old.content_tag \
-                 WHERE content_id IN (SELECT id FROM temp.reused); \
-             INSERT INTO site SELECT * FROM old.site WHERE content_id IN (SELECT id FROM temp.reused);",
+             DROP TABLE temp.renewed;",
+        )?;
+        // Every old content kept (files were only added): the tables are copied whole, in
+        // key order, without a lookup per row.
+        let filter = if self.all_old_reused()? {
+            ""
+        } else {
+            "WHERE content_id IN (SELECT id FROM temp.reused)"
+        };
+        let content_filter = filter.replace("content_id", "id");
+        conn.execute_batch(&format!(
+            "INSERT INTO content SELECT * FROM old.content {content_filter}; \
+             INSERT INTO content_tag SELECT * FROM old.content_tag {filter}; \
+             INSERT INTO site SELECT * FROM old.site {filter};"
+        ))
+    }
+
+    /// A few contents added to a previous database whose contents are all kept: its lists are
+    /// copied whole in SQL, then the lists of the tags of `pairs` get their new ids (above every
+    /// old id: appended). False, with nothing written, when the pairs are too many for point
+    /// updates to beat the streaming merge (more than one per 8 previous lists).
+    fn added_to_old_lists(&self, pairs: &mut [u64]) -> rusqlite::Result<bool> {
+        let conn = self.conn();
+        let old_lists: i64 =
+            conn.query_row("SELECT count(*) FROM old.bytes_posting", [], |r| r.get(0))?;
+        if pairs.len() as i64 > old_lists / 8 {
+            return Ok(false);
+        }
+        conn.execute_batch(
+            "INSERT INTO bytes_posting SELECT tag, content_ids FROM old.bytes_posting ORDER BY tag;",
+        )?;
+        pairs.sort_unstable();
+        let mut select = conn.prepare("SELECT content_ids FROM bytes_posting WHERE tag = ?1")?;
+        let mut upsert = conn
+            .prepare("INSERT OR REPLACE INTO bytes_posting (tag, content_ids) VALUES (?1, ?2)")?;
+        let mut blob = Vec::new();
+        for (key, new) in group_pairs(pairs) {
+            let mut ids = match select
+                .query_row([key], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?
+            {
+                Some(old) => postings::decode(&old).ok_or_else(damaged_list)?,
+                None => Vec::new(),
+            };
+            ids.extend(new);
+            blob.clear();
+            postings::encode(&ids, &mut blob).map_err(|_| damaged_list())?;
+            upsert.execute(params![key, blob])?;
+        }
+        Ok(true)
+    }
+
+    /// Whether this run keeps every content of the previous database.
+    fn all_old_reused(&self) -> rusqlite::Result<bool> {
+        self.conn().query_row(
+            "SELECT (SELECT count(*) FROM temp.reused) = (SELECT count(*) FROM old.content)",
+            [],
+            |r| r.get(0),
         )
     }
 
@@ -765,14 +819,14 @@ impl IndexWriter {
         let mut kept: Option<Vec<i64>> = None;
         let mut old_select = None;
         if self.old.is_some() {
-            let reused: Vec<i64> = conn
-                .prepare("SELECT id FROM temp.reused ORDER BY id")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let old_count: i64 =
-                conn.query_row("SELECT count(*) FROM old.content", [], |r| r.get(0))?;
-            if (reused.len() as i64) < old_count {
-                kept = Some(reused);
+            if !self.all_old_reused()? {
+                kept = Some(
+                    conn.prepare("SELECT id FROM temp.reused ORDER BY id")?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?,
+                );
+            } else if self.segments == 0 && self.added_to_old_lists(&mut pairs)? {
+                return Ok(());
             }
             old_select =
                 Some(conn.prepare("SELECT tag, content_ids FROM old.bytes_posting ORDER BY tag")?);
