@@ -237,3 +237,158 @@ fn arm64_finds_tags_whose_bytes_are_not_in_the_file() {
         assert_eq!(decoys.levels.get(&key), Some(&Evidence::Code), "{tag}");
     }
 }
+
+/// The DDK header directories of mingw-w64, where installed (Debian: mingw-w64-common).
+fn ddk_header_dirs() -> Vec<std::path::PathBuf> {
+    [
+        "/usr/share/mingw-w64/include/ddk",
+        "/usr/x86_64-w64-mingw32/include/ddk",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .filter(|d| d.is_dir())
+    .collect()
+}
+
+/// The text of a C header with comments and preprocessor lines blanked out.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.find("*/").map_or("", |end| &after[end + 2..]);
+            out.push(' ');
+        } else if rest.starts_with("//") {
+            rest = rest.find('\n').map_or("", |end| &rest[end..]);
+        } else {
+            let c = rest.chars().next().unwrap();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The functions a header declares (`...Name(params);`, not typedefs, not bodies) with a ULONG
+/// parameter named Tag, PoolTag or AllocateTag.
+fn tag_taking_declarations(header: &str) -> Vec<String> {
+    let text = without_comments(header);
+    let mut found = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if !matches!(c, ';' | '{' | '}') {
+            continue;
+        }
+        let statement = text[start..i].trim();
+        start = i + 1;
+        if c != ';' || statement.contains("typedef") || !statement.ends_with(')') {
+            continue;
+        }
+        // The last top-level parenthesised group is the parameter list.
+        let mut depth = 0;
+        let mut open = None;
+        for (j, ch) in statement.char_indices().rev() {
+            match ch {
+                ')' => depth += 1,
+                '(' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        open = Some(j);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = open else { continue };
+        let name: String = statement[..open]
+            .trim_end()
+            .chars()
+            .rev()
+            .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if name.is_empty() {
+            continue;
+        }
+        let params = &statement[open + 1..statement.len() - 1];
+        let mut depth = 0;
+        let mut words: Vec<String> = Vec::new();
+        let mut word = String::new();
+        let mut tagged = false;
+        for ch in params.chars().chain([',']) {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth > 0 => {}
+                ch if ch.is_ascii_alphanumeric() || ch == '_' => word.push(ch),
+                ch => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    if ch == ',' {
+                        let last: Vec<&str> =
+                            words.iter().rev().take(2).map(String::as_str).collect();
+                        if matches!(last[..], ["Tag" | "PoolTag" | "AllocateTag", "ULONG"]) {
+                            tagged = true;
+                        }
+                        words.clear();
+                    }
+                }
+            }
+        }
+        if tagged {
+            found.push(name);
+        }
+    }
+    found
+}
+
+/// Every function mingw-w64's DDK headers declare with a ULONG Tag, PoolTag or AllocateTag
+/// parameter is in data/pool_apis.tsv, or named in its comments as left out.
+#[test]
+fn the_api_table_covers_the_ddk_headers() {
+    let dirs = ddk_header_dirs();
+    if dirs.is_empty() {
+        eprintln!("skipped: no mingw-w64 DDK headers (apt-get install mingw-w64-common)");
+        return;
+    }
+    let table =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pool_apis.tsv"))
+            .unwrap();
+    let comments: String = table.lines().filter(|l| l.starts_with('#')).collect();
+    let mut missing = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "h") {
+                continue;
+            }
+            let header = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            for name in tag_taking_declarations(&header) {
+                seen.insert(name.clone());
+                if pooltag::extract::apis::pool_api(&name).is_none() && !comments.contains(&name) {
+                    missing.insert(name);
+                }
+            }
+        }
+    }
+    for known in [
+        "ExAllocatePoolWithTag",
+        "ObOpenObjectByPointerWithTag",
+        "NdisAllocateGenericObject",
+    ] {
+        assert!(seen.contains(known), "the parser found {seen:?}");
+    }
+    assert_eq!(
+        missing,
+        BTreeSet::new(),
+        "tag-taking functions not in data/pool_apis.tsv"
+    );
+}

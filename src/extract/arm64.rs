@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::Findings;
-use super::apis::pool_api;
+use super::apis::{UNTAGGED, pool_api};
 use super::image::{Image, Section};
 
 /// Call targets whose thunk check is remembered, at most (a check is O(1) anyway).
@@ -444,10 +444,14 @@ impl Analysis<'_, '_> {
             return; // an ordinary jump
         }
         if let Some(api) = import.and_then(|import| pool_api(&import.name)) {
-            let argument = usize::from(api.tag_arg);
-            if (1..=8).contains(&argument)
-                && let Some(value) = self.registers[argument - 1].low32()
-            {
+            let value = match api.tag {
+                None => Some(UNTAGGED),
+                Some(tag) => usize::from(tag.number)
+                    .checked_sub(1)
+                    .and_then(|r| self.registers.get(r))
+                    .and_then(|value| value.low32()),
+            };
+            if let Some(value) = value {
                 self.findings.call(api.name, value, rva, self.section);
             }
             return;

@@ -23,7 +23,7 @@ use iced_x86::{
 };
 
 use super::Findings;
-use super::apis::{X86TagPlace, pool_api};
+use super::apis::{UNTAGGED, X86TagPlace, pool_api};
 use super::image::{Image, Section};
 
 /// Call targets whose thunk check is remembered, at most: a section of calls to millions of
@@ -402,14 +402,17 @@ impl Analysis<'_, '_> {
         let rva = self.rva(instruction.ip()).unwrap_or_default();
         let above = if tail { self.convention.pointer } else { 0 };
         if let Some(api) = callee.as_deref().and_then(pool_api) {
-            let value = match (self.convention.bitness, api.x86_tag) {
-                (32, X86TagPlace::Stack(n)) => self.state.slot(above + 4 * (i64::from(n) - 1)),
-                (32, X86TagPlace::Edx) => self.state.register(Register::EDX),
-                (_, _) => match api.tag_arg {
-                    n @ 1..=4 => self
-                        .state
-                        .register(X64.argument_registers[usize::from(n) - 1]),
-                    n => self.state.slot(above + 0x20 + 8 * (i64::from(n) - 5)),
+            let value = match api.tag {
+                None => Value::Immediate(UNTAGGED),
+                Some(tag) => match (self.convention.bitness, tag.x86) {
+                    (32, X86TagPlace::Stack(n)) => self.state.slot(above + 4 * (i64::from(n) - 1)),
+                    (32, X86TagPlace::Edx) => self.state.register(Register::EDX),
+                    (_, _) => match tag.number {
+                        n @ 1..=4 => self
+                            .state
+                            .register(X64.argument_registers[usize::from(n) - 1]),
+                        n => self.state.slot(above + 0x20 + 8 * (i64::from(n) - 5)),
+                    },
                 },
             };
             if let Value::Immediate(value) = value {
