@@ -42,21 +42,27 @@ fn findings(build: &str, fixture: &str) -> Findings {
     analyse(&std::fs::read(path).unwrap())
 }
 
-fn sites_at(findings: &Findings, level: Evidence) -> BTreeSet<(String, String)> {
+/// (tag, API, number of wrappers the tag goes through) of the sites at `level`.
+fn sites_at(findings: &Findings, level: Evidence) -> BTreeSet<(String, String, usize)> {
     findings
         .sites
         .iter()
         .filter(|s| s.evidence == level)
-        .map(|s| (s.tag.to_string(), s.api.clone().unwrap_or_default()))
+        .map(|s| {
+            let api = s.api.clone().unwrap_or_default();
+            (s.tag.to_string(), api, s.via.len())
+        })
         .collect()
 }
 
 /// What the compilers did differently from "the constant reaches the API" (EXPECTED.md):
-/// - wrapper: the inlinable helper is inlined at -O2 (4Wi1 reaches ExAllocatePoolWithTag) and
-///   kept at -O0 (4Wi1 reaches the helper's argument: `arg`);
+/// - wrapper: MyAlloc(size, tag) passes its tag on to ExAllocatePoolWithTag, so 4Wr1..3 are
+///   `call` sites through one wrapper in every build; the inlinable helper is inlined at -O2
+///   (4Wi1 reaches ExAllocatePoolWithTag directly) and kept at -O0 (through the helper);
 /// - cond: the ternary's false arm 5Cb9 is loaded right before the call at -O0; at -O2 the choice
-///   is computed arithmetically and the switch reads a table, so no tag reaches a call directly;
-///   the switch tags travel through a stack variable at -O0;
+///   is computed arithmetically and the switch reads a table, so no other arm reaches a call;
+///   the switch default 5Sdf is the straight-line value where the cases join (each case jumps
+///   there with its own tag, so no other case's tag is pinned to the call);
 /// - table: the tags are loaded from a const table in .rdata (`data` level); clang unrolls the
 ///   ARM64 loop and builds each tag in the register (`call`);
 /// - cond on ARM64: `csel` picks the ternary's tag from two registers, and the switch indexes a
@@ -65,36 +71,31 @@ fn expected_calls(
     build: &str,
     fixture: &str,
     rows: &[(String, String, String, String)],
-) -> BTreeSet<(String, String)> {
-    let mut expected: BTreeSet<(String, String)> = rows
-        .iter()
-        .filter(|(f, _, role, _)| f == fixture && (role == "api" || role == "protected"))
-        .map(|(_, tag, _, api)| {
-            // PROTECTED_POOL is cleared: the protected tag 0Pp\xb1 is the tag 0Pp1.
-            let tag = if tag == "0Pp1" {
-                "0Pp1".to_owned()
-            } else {
-                tag.clone()
-            };
-            (tag, api.clone())
-        })
-        .collect();
+) -> BTreeSet<(String, String, usize)> {
     let optimized = build.ends_with("O2");
     let arm64 = build.starts_with("arm64");
+    let mut expected: BTreeSet<(String, String, usize)> = rows
+        .iter()
+        .filter(|(f, _, _, _)| f == fixture)
+        .filter_map(|(_, tag, role, api)| match role.as_str() {
+            // PROTECTED_POOL is cleared: the protected tag 0Pp\xb1 is the tag 0Pp1.
+            "api" | "protected" => Some((tag.clone(), api.clone(), 0)),
+            "wrapper" => Some((tag.clone(), "ExAllocatePoolWithTag".into(), 1)),
+            "inline" => Some((tag.clone(), api.clone(), usize::from(!optimized))),
+            _ => None,
+        })
+        .collect();
     match fixture {
-        "cond" if arm64 => {
-            expected.insert(("5Sdf".into(), "ExAllocatePoolWithTag".into()));
+        "cond" => {
+            expected.insert(("5Sdf".into(), "ExAllocatePoolWithTag".into(), 0));
+            if !optimized {
+                expected.insert(("5Cb9".into(), "ExAllocatePoolWithTag".into(), 0));
+            }
         }
         "table" if arm64 => {
             for tag in ["6Tb1", "6Tq7", "6T3Z", "6Tjm"] {
-                expected.insert((tag.into(), "ExAllocatePoolWithTag".into()));
+                expected.insert((tag.into(), "ExAllocatePoolWithTag".into(), 0));
             }
-        }
-        "wrapper" if optimized => {
-            expected.insert(("4Wi1".into(), "ExAllocatePoolWithTag".into()));
-        }
-        "cond" if !optimized => {
-            expected.insert(("5Cb9".into(), "ExAllocatePoolWithTag".into()));
         }
         _ => {}
     }
@@ -119,22 +120,25 @@ fn call_sites_are_exactly_the_sources() {
 }
 
 #[test]
-fn wrapper_tags_are_arguments_and_decoys_never_reach_a_call() {
+fn wrapper_tags_go_through_one_function_and_decoys_never_reach_an_argument() {
     let rows = source_rows();
     for build in BUILDS {
         let wrapper = findings(build, "wrapper");
-        let wrapped: BTreeSet<String> = sites_at(&wrapper, Evidence::Arg)
-            .into_iter()
-            .map(|(t, _)| t)
+        // 4Wr1..3 go through the same function, MyAlloc, whatever the call site.
+        let via: BTreeSet<&Vec<u32>> = wrapper
+            .sites
+            .iter()
+            .filter(|s| s.tag.to_string().starts_with("4Wr"))
+            .map(|s| &s.via)
             .collect();
-        let mut expected = BTreeSet::from(["4Wr1", "4Wr2", "4Wr3"].map(String::from));
-        if build.ends_with("O0") {
-            expected.insert("4Wi1".into());
-        }
-        assert_eq!(wrapped, expected, "{build}/wrapper.sys");
-
+        assert_eq!(via.len(), 1, "{build}/wrapper.sys: {via:x?}");
         for fixture in DRIVERS {
             let found = findings(build, fixture);
+            assert_eq!(
+                sites_at(&found, Evidence::Arg),
+                BTreeSet::new(),
+                "{build}/{fixture}.sys"
+            );
             for (f, tag, role, _) in &rows {
                 if f == fixture && role == "decoy" {
                     let level = found

@@ -31,8 +31,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::Findings;
-use super::apis::{UNTAGGED, pool_api};
+use super::apis::{PoolApi, UNTAGGED, pool_api};
 use super::image::{Image, Section};
+use super::summary::{Start, Summaries};
 
 /// Call targets whose thunk check is remembered, at most (a check is O(1) anyway).
 const MAX_THUNK_CACHE: usize = 1 << 16;
@@ -56,6 +57,8 @@ enum Value {
     Address(u64),
     /// The address of the function imported through this IAT slot (by RVA).
     Import(u32),
+    /// Incoming argument N (x0..x7) of the function being read.
+    Argument(u8),
 }
 
 const ALL_KNOWN: u8 = 0b1111;
@@ -88,13 +91,15 @@ impl Value {
         }
     }
 
-    /// The value after a write to the 32-bit view of the register: the upper half is zeroed.
+    /// The value after a write to the 32-bit view of the register: the upper half is zeroed
+    /// (an argument stays itself: a tag is 32 bits).
     fn w(self) -> Value {
         match self {
             Value::Bits { value, known } => Value::Bits {
                 value: value & 0xFFFF_FFFF,
                 known: (known & LOW_KNOWN) | HIGH_KNOWN,
             },
+            Value::Argument(n) => Value::Argument(n),
             _ => Value::Unknown,
         }
     }
@@ -123,11 +128,52 @@ impl Value {
 
 type Registers = [Value; 31];
 
+/// Incoming arguments marked at a function start: w0..w7.
+const ARGUMENTS: u8 = 8;
+
+/// What a call or jump goes to.
+enum Callee {
+    /// A known tag-taking API.
+    Api(&'static PoolApi),
+    /// Another imported function, by IAT slot.
+    Import(u32),
+    /// A function of the image, by entry RVA.
+    Function(u32),
+    /// Anything else: a register, a plain jump target.
+    Unknown,
+}
+
+/// The direct call and jump targets (`BL`, `B`) of `code`, the start of `section`.
+pub fn call_targets<'s>(
+    section: &'s Section,
+    code: &'s [u8],
+) -> impl Iterator<Item = (u32, Start)> + 's {
+    code.chunks_exact(4)
+        .enumerate()
+        .filter_map(move |(index, word)| {
+            let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            let (offset, start) = match decode(word) {
+                Op::Bl { offset } => (offset, Start::Called),
+                Op::B { offset } => (offset, Start::Jumped),
+                _ => return None,
+            };
+            let rva = section.rva.wrapping_add(4 * index as u32);
+            let target = Analysis::target(rva, offset)?;
+            let inside = target
+                .checked_sub(section.rva)
+                .is_some_and(|o| (o as usize) < code.len());
+            inside.then_some((target, start))
+        })
+}
+
 /// The analysis of one section.
 struct Analysis<'a, 'data> {
     image: &'a Image<'data>,
     section: &'a Section<'data>,
     registers: Registers,
+    /// The function being read (its entry RVA), once a start was passed.
+    function: Option<u32>,
+    summaries: &'a mut Summaries,
     /// The state at forward branches, by target offset in the section.
     pending: BTreeMap<usize, Registers>,
     /// Call targets already checked for being `ADRP; LDR; BR` thunks: the IAT slot.
@@ -136,11 +182,19 @@ struct Analysis<'a, 'data> {
 }
 
 /// Analyses `code`, the start of `section`.
-pub fn analyse(image: &Image, section: &Section, code: &[u8], findings: &mut Findings) {
+pub fn analyse(
+    image: &Image,
+    section: &Section,
+    code: &[u8],
+    summaries: &mut Summaries,
+    findings: &mut Findings,
+) {
     let mut analysis = Analysis {
         image,
         section,
         registers: [Value::Unknown; 31],
+        function: None,
+        summaries,
         pending: BTreeMap::new(),
         thunks: HashMap::new(),
         findings,
@@ -148,6 +202,7 @@ pub fn analyse(image: &Image, section: &Section, code: &[u8], findings: &mut Fin
     for (index, word) in code.chunks_exact(4).enumerate() {
         let offset = index * 4;
         analysis.join(offset);
+        analysis.start(offset);
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
         analysis.step(decode(word), offset);
     }
@@ -169,6 +224,62 @@ impl Analysis<'_, '_> {
                 break;
             }
             entry.remove();
+        }
+    }
+
+    /// At a function start, marks the incoming arguments w0..w7.
+    fn start(&mut self, offset: usize) {
+        let rva = self.rva(offset);
+        let entered = match self.summaries.start(rva) {
+            Some(Start::Declared | Start::Called) => true,
+            Some(Start::Jumped) => self.registers.iter().all(|v| *v == Value::Unknown),
+            None => false,
+        };
+        if !entered {
+            return;
+        }
+        self.summaries.enter(rva);
+        self.function = Some(rva);
+        self.pending.clear();
+        self.clear();
+        for n in 0..ARGUMENTS {
+            self.set(n, Value::Argument(n));
+        }
+    }
+
+    /// What a `BL`/`B` to `target` goes to.
+    fn direct_callee(&mut self, target: Option<u32>) -> Callee {
+        let Some(target) = target else {
+            return Callee::Unknown;
+        };
+        if let Some(slot) = self.thunk_slot(target) {
+            return self.import_callee(slot);
+        }
+        match self.image.exported_apis.get(&target) {
+            Some(api) => Callee::Api(api),
+            None if self.summaries.start(target).is_some() => Callee::Function(target),
+            None => Callee::Unknown,
+        }
+    }
+
+    /// What a call through IAT slot `slot` goes to.
+    fn import_callee(&self, slot: u32) -> Callee {
+        match self
+            .image
+            .imports
+            .get(&slot)
+            .and_then(|i| pool_api(&i.name))
+        {
+            Some(api) => Callee::Api(api),
+            None => Callee::Import(slot),
+        }
+    }
+
+    /// What a `BLR`/`BR` through register `rn` goes to.
+    fn register_callee(&self, rn: u8) -> Callee {
+        match self.register(rn) {
+            Value::Import(slot) => self.import_callee(slot),
+            _ => Callee::Unknown,
         }
     }
 
@@ -395,33 +506,33 @@ impl Analysis<'_, '_> {
                 self.set(rt, value);
             }
             Op::Bl { offset } => {
-                let slot = Self::target(rva, offset).and_then(|t| self.thunk_slot(t));
-                self.at_call(slot, rva, false);
+                let callee = self.direct_callee(Self::target(rva, offset));
+                self.at_call(callee, rva, false);
                 self.after_call();
             }
             Op::Blr { rn } => {
-                let slot = match self.register(rn) {
-                    Value::Import(slot) => Some(slot),
-                    _ => None,
-                };
-                self.at_call(slot, rva, false);
+                let callee = self.register_callee(rn);
+                self.at_call(callee, rva, false);
                 self.after_call();
             }
             Op::OtherCall => {
-                self.at_call(None, rva, false);
+                self.at_call(Callee::Unknown, rva, false);
                 self.after_call();
             }
             Op::B { offset: distance } => {
-                match Self::target(rva, distance).and_then(|t| self.thunk_slot(t)) {
-                    Some(slot) => self.at_call(Some(slot), rva, true),
-                    None => self.branch(offset, distance),
+                let target = Self::target(rva, distance);
+                let callee = self.direct_callee(target);
+                // A jump to a function is a tail call; one to a mere jump target may be a
+                // jump inside the function, whose state the target needs.
+                let jumped = target.and_then(|t| self.summaries.start(t)) == Some(Start::Jumped);
+                if !self.at_call(callee, rva, true) || jumped {
+                    self.branch(offset, distance);
                 }
                 self.clear();
             }
             Op::Br { rn } => {
-                if let Value::Import(slot) = self.register(rn) {
-                    self.at_call(Some(slot), rva, true);
-                }
+                let callee = self.register_callee(rn);
+                self.at_call(callee, rva, true);
                 self.clear();
             }
             Op::Ret { .. } | Op::Stop => self.clear(),
@@ -435,33 +546,54 @@ impl Analysis<'_, '_> {
         self.forget(0x4007_FFFF);
     }
 
-    /// Records the sites of a call to `slot`'s function (`None`: not an import), or of a tail
-    /// jump when `tail`.
-    fn at_call(&mut self, slot: Option<u32>, rva: u32, tail: bool) {
-        let image = self.image;
-        let import = slot.and_then(|slot| image.imports.get(&slot));
-        if tail && import.is_none() {
-            return; // an ordinary jump
-        }
-        if let Some(api) = import.and_then(|import| pool_api(&import.name)) {
-            let value = match api.tag {
-                None => Some(UNTAGGED),
-                Some(tag) => usize::from(tag.number)
-                    .checked_sub(1)
-                    .and_then(|r| self.registers.get(r))
-                    .and_then(|value| value.low32()),
-            };
-            if let Some(value) = value {
-                self.findings.call(api.name, value, rva, self.section);
+    /// Records what a call, or a jump when `tail`, passes; false for a plain jump.
+    fn at_call(&mut self, callee: Callee, rva: u32, tail: bool) -> bool {
+        match callee {
+            Callee::Api(api) => {
+                let value = match api.tag {
+                    None => Value::constant(u64::from(UNTAGGED)),
+                    Some(tag) => usize::from(tag.number)
+                        .checked_sub(1)
+                        .and_then(|r| self.registers.get(r))
+                        .copied()
+                        .unwrap_or(Value::Unknown),
+                };
+                match (value.low32(), value, self.function) {
+                    (Some(value), _, _) => self.findings.call(api.name, value, rva, self.section),
+                    (None, Value::Argument(k), Some(function)) => {
+                        self.summaries.reaches(function, k, api.name);
+                    }
+                    _ => {}
+                }
             }
-            return;
-        }
-        let name = import.map(|import| import.name.as_str());
-        for r in 0..8 {
-            if let Some(value) = self.registers[r].low32() {
-                self.findings.arg(name, value, rva, self.section);
+            Callee::Function(target) => {
+                for n in 0..ARGUMENTS {
+                    match (self.register(n).low32(), self.register(n), self.function) {
+                        (Some(value), _, _) => {
+                            self.summaries.constant(value, target, n, rva, tail);
+                        }
+                        (None, Value::Argument(k), Some(function)) => {
+                            self.summaries.passes(function, k, target, n);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Callee::Unknown if tail => return false,
+            Callee::Import(_) | Callee::Unknown => {
+                let image = self.image;
+                let name = match callee {
+                    Callee::Import(slot) => image.imports.get(&slot).map(|i| i.name.as_str()),
+                    _ => None,
+                };
+                for r in 0..usize::from(ARGUMENTS) {
+                    if let Some(value) = self.registers[r].low32() {
+                        self.findings.arg(name, value, rva, self.section);
+                    }
+                }
             }
         }
+        true
     }
 
     /// The IAT slot of an `ADRP xN; LDR xN, [xN, #off]; BR xN` thunk at `target`.
@@ -1201,10 +1333,11 @@ mod tests {
                 },
             ],
             imports,
+            exported_apis: HashMap::new(),
+            function_starts: Vec::new(),
         };
         let mut findings = Findings::default();
-        analyse(&image, &image.sections[0], code, &mut findings);
-        findings.sites.sort();
+        crate::extract::analyse_image(&image, &mut findings);
         findings
     }
 
@@ -1288,7 +1421,7 @@ mod tests {
             RET,
         ]);
         assert!(f.sites.is_empty());
-        assert!(f.levels.is_empty());
+        assert_eq!(level(&f, "1Ba1"), None);
     }
 
     #[test]
@@ -1426,12 +1559,12 @@ mod tests {
     }
 
     #[test]
-    fn argument_registers_at_other_calls_are_arg_sites() {
+    fn argument_registers_at_imports_and_unknown_callees_are_arg_sites() {
         let f = run(&[
             movz_w(1, lo("4Wr2"), 0),
             movz_w(0, 0x40, 0),
             movk_w(1, hi("4Wr2"), 16),
-            bl(0x30), // 0x0c: an internal function at 0x3c
+            bl(0x38), // 0x0c: an internal function at 0x44, which ignores its arguments
             movz_w(0, lo("4Wr3"), 0),
             movk_w(0, hi("4Wr3"), 16),
             adrp(8, 1),
@@ -1439,21 +1572,24 @@ mod tests {
             blr(8), // 0x20: a non-pool import
             movz_w(19, lo("4Wr4"), 0),
             movk_w(19, hi("4Wr4"), 16),
-            blr(9), // 0x2c: unknown register; w19 is no argument
+            movz_w(3, lo("4Wr6"), 0),
+            movk_w(3, hi("4Wr6"), 16),
+            blr(9), // 0x34: unknown register; w19 is no argument, w3 is
             movz_w(7, lo("4Wr5"), 0),
             movk_w(7, hi("4Wr5"), 16),
-            b(0x8), // 0x38: a plain jump is no call
+            b(0x8), // 0x40: a plain jump is no call
             RET,
         ]);
         assert_eq!(
             sites(&f),
             [
-                arg("4Wr2", None, 0x0c),
                 arg("4Wr3", Some("ExFreePool"), 0x20),
+                arg("4Wr6", None, 0x34),
             ]
         );
-        assert_eq!(level(&f, "4Wr4"), Some(Evidence::Code));
-        assert_eq!(level(&f, "4Wr5"), Some(Evidence::Code));
+        for tag in ["4Wr2", "4Wr4", "4Wr5"] {
+            assert_eq!(level(&f, tag), Some(Evidence::Code), "{tag}");
+        }
     }
 
     #[test]

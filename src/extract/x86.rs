@@ -1,21 +1,35 @@
 //! Call-site analysis of x86 and x64 code, decoded with iced-x86.
 //!
 //! One linear pass over an executable section tracks, within straight-line code, which
-//! registers and stack slots hold a 32-bit immediate or the address of an imported function:
+//! registers and stack slots hold a 32-bit immediate, the address of an imported function, or an
+//! incoming argument of the function being read:
 //! - `mov reg32, imm32` (and `mov reg64, imm`), register-to-register `mov`, `push imm32`,
-//!   `mov [rsp/esp+k], imm32` or `mov [rsp/esp+k], reg`;
+//!   `push reg`, `push [slot]`, `mov [slot], imm32` or `mov [slot], reg`, `mov reg, [slot]`,
+//!   where a slot is `[rsp+k]`, or `[rbp+k]` once `mov rbp, rsp` (or `lea rbp, [rsp+k]`) has tied
+//!   the frame register to the stack pointer (`leave` and `mov rsp, rbp` move the slots back);
 //! - `mov reg, [IAT slot]` (RIP-relative on x64, absolute on x86), later `call reg`.
 //!
-//! Any other write to a register or slot cancels what it held; a call clears the volatile
-//! registers and the stack slots; a return or an unconditional jump clears everything.
+//! Only 32- and 64-bit moves carry a value. Any other write to a register or slot cancels what
+//! it held (a write through `[rsp+reg*k+d]` cancels every slot); a call clears the volatile
+//! registers and the stack slots (those holding an incoming argument stay: a callee cannot
+//! reach its caller's frame); a return or an unconditional jump clears everything. At the target
+//! of a forward branch seen earlier, what straight-line code does not know takes the value the
+//! branches to it agreed on (so an error path placed after a `jmp` keeps its registers).
 //!
-//! At a call (or a tail jump) whose target is a known tag-taking API, through the IAT, a
-//! `jmp [IAT]` thunk, or a register holding an IAT slot, the tag argument's immediate is a
-//! `call` site. At a call to anything else, each argument register or slot holding a printable
-//! immediate is an `arg` site. Every 32-bit immediate (and both halves of a 64-bit one) is
-//! `code` evidence.
+//! At each function start (see [`super::summary`]; a start that is only a call or jump target
+//! counts when nothing is known there, i.e. the code before it ended), the incoming arguments
+//! are marked: x64 rcx, rdx, r8, r9 and `[rsp+0x28+8k]` (arguments 0-7); x86 `[esp+4+4k]`
+//! (arguments 0-7), ecx (8) and edx (9) for fastcall and gcc's regparm.
+//!
+//! At a call (or a tail jump) whose target is a known tag-taking API (through the IAT, a
+//! `jmp [IAT]` thunk, a register holding an IAT slot, or the image's own export), the tag
+//! argument's immediate is a `call` site, and an incoming argument there makes the function a
+//! wrapper. At a direct call or jump to a function of the image, immediates and incoming
+//! arguments in its arguments go to the summaries. At a call to anything else (an import, a
+//! register, a memory slot), each argument holding a printable immediate is an `arg` site. Every
+//! 32-bit immediate (and both halves of a 64-bit one) is `code` evidence.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic,
@@ -23,12 +37,19 @@ use iced_x86::{
 };
 
 use super::Findings;
-use super::apis::{UNTAGGED, X86TagPlace, pool_api};
+use super::apis::{PoolApi, UNTAGGED, X86TagPlace, pool_api};
 use super::image::{Image, Section};
+use super::summary::{Start, Summaries};
 
 /// Call targets whose thunk check is remembered, at most: a section of calls to millions of
 /// distinct targets cannot grow the cache without bound (a check is cheap anyway).
 const MAX_THUNK_CACHE: usize = 1 << 16;
+/// Stack slots tracked at most.
+const MAX_SLOTS: usize = 64;
+/// Forward branch targets whose state is kept, at most.
+const MAX_PENDING: usize = 256;
+/// How far ahead (bytes) a branch target may be for its state to be kept.
+const MAX_PENDING_DISTANCE: u64 = 1 << 20;
 
 /// What a register or stack slot is known to hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,14 +58,19 @@ enum Value {
     Immediate(u32),
     /// The address of the function imported through this IAT slot (by RVA).
     Import(u32),
+    /// Incoming argument N of the function being read (numbered as in [`Convention`]).
+    Argument(u8),
 }
 
 /// Registers and stack slots of straight-line code.
+#[derive(Clone, Debug)]
 struct State {
     /// rax..r15 by number.
     registers: [Value; 16],
     /// Stack slots by offset from the current stack pointer.
     slots: Vec<(i64, Value)>,
+    /// The frame register (rbp/ebp) is the stack pointer plus this many bytes.
+    frame: Option<i64>,
 }
 
 impl State {
@@ -52,16 +78,20 @@ impl State {
         State {
             registers: [Value::Unknown; 16],
             slots: Vec::new(),
+            frame: None,
         }
     }
 
     fn clear(&mut self) {
         self.registers = [Value::Unknown; 16];
         self.slots.clear();
+        self.frame = None;
     }
 
     fn is_empty(&self) -> bool {
-        self.slots.is_empty() && self.registers.iter().all(|v| *v == Value::Unknown)
+        self.slots.is_empty()
+            && self.frame.is_none()
+            && self.registers.iter().all(|v| *v == Value::Unknown)
     }
 
     fn register(&self, register: Register) -> Value {
@@ -83,7 +113,7 @@ impl State {
 
     fn set_slot(&mut self, offset: i64, value: Value) {
         self.forget_slot(offset);
-        if value != Value::Unknown && self.slots.len() < 64 {
+        if value != Value::Unknown && self.slots.len() < MAX_SLOTS {
             self.slots.push((offset, value));
         }
     }
@@ -98,6 +128,40 @@ impl State {
             *offset += delta;
         }
         self.slots.retain(|(o, _)| *o >= 0);
+        if let Some(frame) = &mut self.frame {
+            *frame += delta;
+        }
+    }
+
+    /// Keeps what both this state (one branch to a point) and `other` (another) agree on.
+    fn agree(&mut self, other: &State) {
+        for (mine, theirs) in self.registers.iter_mut().zip(other.registers) {
+            if *mine != theirs {
+                *mine = Value::Unknown;
+            }
+        }
+        self.slots.retain(|(o, v)| other.slot(*o) == *v);
+        if self.frame != other.frame {
+            self.frame = None;
+        }
+    }
+
+    /// Takes from `saved` (what the branches to this point agreed on) whatever straight-line
+    /// code does not know.
+    fn join(&mut self, saved: &State) {
+        for (current, saved) in self.registers.iter_mut().zip(saved.registers) {
+            if *current == Value::Unknown {
+                *current = saved;
+            }
+        }
+        for &(offset, value) in &saved.slots {
+            if self.slot(offset) == Value::Unknown && self.slots.len() < MAX_SLOTS {
+                self.slots.push((offset, value));
+            }
+        }
+        if self.frame.is_none() {
+            self.frame = saved.frame;
+        }
     }
 }
 
@@ -108,24 +172,31 @@ fn gpr_index(register: Register) -> Option<usize> {
     (index < 16).then_some(index)
 }
 
+/// Where an argument is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Register(Register),
+    /// Offset from the stack pointer at the call.
+    Slot(i64),
+}
+
 /// Where the arguments are at a call, for one bitness.
 struct Convention {
     bitness: u32,
     pointer: i64,
     stack_pointer: Register,
+    frame_pointer: Register,
     /// Registers a call may change.
     volatile: &'static [Register],
-    /// Registers that carry arguments (x64 rcx, rdx, r8, r9; x86 ecx, edx for fastcall and
-    /// gcc's regparm).
-    argument_registers: &'static [Register],
-    /// Stack arguments looked at for `arg` sites: offsets from the stack pointer at the call.
-    argument_slots: &'static [i64],
+    /// The arguments, by number: where each is at a call.
+    arguments: &'static [Place],
 }
 
 const X64: Convention = Convention {
     bitness: 64,
     pointer: 8,
     stack_pointer: Register::RSP,
+    frame_pointer: Register::RBP,
     volatile: &[
         Register::RAX,
         Register::RCX,
@@ -135,18 +206,95 @@ const X64: Convention = Convention {
         Register::R10,
         Register::R11,
     ],
-    argument_registers: &[Register::RCX, Register::RDX, Register::R8, Register::R9],
-    argument_slots: &[0x20, 0x28, 0x30, 0x38],
+    arguments: &[
+        Place::Register(Register::RCX),
+        Place::Register(Register::RDX),
+        Place::Register(Register::R8),
+        Place::Register(Register::R9),
+        Place::Slot(0x20),
+        Place::Slot(0x28),
+        Place::Slot(0x30),
+        Place::Slot(0x38),
+    ],
 };
 
+/// x86: eight stack dwords, then ecx and edx (fastcall, gcc's regparm).
 const X86: Convention = Convention {
     bitness: 32,
     pointer: 4,
     stack_pointer: Register::ESP,
+    frame_pointer: Register::EBP,
     volatile: &[Register::EAX, Register::ECX, Register::EDX],
-    argument_registers: &[Register::ECX, Register::EDX],
-    argument_slots: &[0, 4, 8, 12, 16, 20, 24, 28],
+    arguments: &[
+        Place::Slot(0),
+        Place::Slot(4),
+        Place::Slot(8),
+        Place::Slot(12),
+        Place::Slot(16),
+        Place::Slot(20),
+        Place::Slot(24),
+        Place::Slot(28),
+        Place::Register(Register::ECX),
+        Place::Register(Register::EDX),
+    ],
 };
+
+/// The argument number of x86's edx.
+const X86_EDX: u8 = 9;
+
+impl Convention {
+    /// The number of the argument carrying `api`'s tag (`None` for an untagged allocator).
+    fn tag_argument(&self, api: &PoolApi) -> Option<u8> {
+        let tag = api.tag?;
+        Some(match (self.bitness, tag.x86) {
+            (32, X86TagPlace::Stack(n)) => n - 1,
+            (32, X86TagPlace::Edx) => X86_EDX,
+            _ => tag.number - 1,
+        })
+    }
+}
+
+/// What a call or jump goes to.
+enum Callee {
+    /// A known tag-taking API.
+    Api(&'static PoolApi),
+    /// Another imported function, by IAT slot.
+    Import(u32),
+    /// A function of the image, by entry RVA.
+    Function(u32),
+    /// Anything else: a register, a memory slot, a plain jump target.
+    Unknown,
+}
+
+/// The direct call and jump targets (`E8`/`E9 rel32`) of `code`, the start of `section`,
+/// found by scanning its bytes (a linear decoding would cost as much as the analysis): a byte
+/// that is not the start of an instruction rarely gives a target in an executable section, and
+/// then only matters if the decoding reaches that target.
+pub fn call_targets<'i>(
+    image: &'i Image,
+    section: &'i Section,
+    code: &'i [u8],
+) -> impl Iterator<Item = (u32, Start)> + 'i {
+    code.windows(5)
+        .enumerate()
+        .filter_map(move |(offset, bytes)| {
+            if bytes[0] != 0xE8 && bytes[0] != 0xE9 {
+                return None;
+            }
+            let next = section.rva.wrapping_add(offset as u32 + 5);
+            let target =
+                next.wrapping_add(u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+            let start = if bytes[0] == 0xE8 {
+                Start::Called
+            } else {
+                Start::Jumped
+            };
+            image
+                .section_at(target)
+                .is_some_and(|(s, _)| s.executable)
+                .then_some((target, start))
+        })
+}
 
 /// The analysis of one section.
 struct Analysis<'a, 'data> {
@@ -154,8 +302,13 @@ struct Analysis<'a, 'data> {
     section: &'a Section<'data>,
     convention: &'static Convention,
     state: State,
+    /// The function being read (its entry RVA), once a start was passed.
+    function: Option<u32>,
+    /// The state at forward branches, by target RVA.
+    pending: BTreeMap<u32, State>,
     /// Call targets already checked for being `jmp [IAT]` thunks.
     thunks: HashMap<u32, Option<u32>>,
+    summaries: &'a mut Summaries,
     findings: &'a mut Findings,
 }
 
@@ -165,6 +318,7 @@ pub fn analyse(
     section: &Section,
     code: &[u8],
     bitness: u32,
+    summaries: &mut Summaries,
     findings: &mut Findings,
 ) {
     let convention = if bitness == 64 { &X64 } else { &X86 };
@@ -173,7 +327,10 @@ pub fn analyse(
         section,
         convention,
         state: State::new(),
+        function: None,
+        pending: BTreeMap::new(),
         thunks: HashMap::new(),
+        summaries,
         findings,
     };
     let ip = image.image_base.wrapping_add(u64::from(section.rva));
@@ -186,6 +343,9 @@ pub fn analyse(
             analysis.state.clear();
             continue;
         }
+        let rva = analysis.rva(instruction.ip()).unwrap_or_default();
+        analysis.join(rva);
+        analysis.start(rva);
         analysis.step(&instruction, &mut info);
     }
 }
@@ -193,6 +353,71 @@ pub fn analyse(
 impl Analysis<'_, '_> {
     fn rva(&self, va: u64) -> Option<u32> {
         self.image.rva_of_va(va)
+    }
+
+    /// Before the instruction at `rva`: what the branches to it agreed on fills in what
+    /// straight-line code does not know; targets left behind are forgotten.
+    fn join(&mut self, rva: u32) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some(saved) = self.pending.remove(&rva) {
+            self.state.join(&saved);
+        }
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() >= rva {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// At a function start, marks the incoming arguments (where they are at a jump: the
+    /// return address is on the stack).
+    fn start(&mut self, rva: u32) {
+        let entered = match self.summaries.start(rva) {
+            Some(Start::Declared | Start::Called) => true,
+            Some(Start::Jumped) => self.state.is_empty(),
+            None => false,
+        };
+        if !entered {
+            return;
+        }
+        self.summaries.enter(rva);
+        self.function = Some(rva);
+        self.pending.clear();
+        self.state.clear();
+        for (n, place) in self.convention.arguments.iter().enumerate() {
+            let value = Value::Argument(n as u8);
+            match *place {
+                Place::Register(register) => self.state.set_register(register, value),
+                Place::Slot(offset) => self.state.set_slot(offset + self.convention.pointer, value),
+            }
+        }
+    }
+
+    /// Remembers the state for a branch from here to `target` (a VA), when it is ahead.
+    fn branch(&mut self, from: u64, target: u64) {
+        let (Some(from), Some(target)) = (self.rva(from), self.rva(target)) else {
+            return;
+        };
+        let distance = u64::from(target.wrapping_sub(from));
+        if target <= from || distance > MAX_PENDING_DISTANCE {
+            return;
+        }
+        if self.state.is_empty() {
+            // Nothing to carry, and nothing the other branches to `target` agree on.
+            self.pending.remove(&target);
+            return;
+        }
+        let full = self.pending.len() >= MAX_PENDING;
+        match self.pending.get_mut(&target) {
+            Some(saved) => saved.agree(&self.state),
+            None if !full => {
+                self.pending.insert(target, self.state.clone());
+            }
+            None => {}
+        }
     }
 
     fn step(&mut self, instruction: &Instruction, info: &mut InstructionInfoFactory) {
@@ -203,16 +428,32 @@ impl Analysis<'_, '_> {
                 for &register in self.convention.volatile {
                     self.state.set_register(register, Value::Unknown);
                 }
-                self.state.slots.clear();
+                self.state
+                    .slots
+                    .retain(|(_, value)| matches!(value, Value::Argument(_)));
             }
             FlowControl::UnconditionalBranch | FlowControl::IndirectBranch => {
-                self.at_call(instruction, true);
+                // A jump to a function is a tail call; one to a mere jump target may be a
+                // jump inside the function, whose state the target needs.
+                let function = self.at_call(instruction, true);
+                if is_near_branch(instruction.op0_kind()) {
+                    let target = self.rva(instruction.near_branch_target());
+                    let start = target.and_then(|t| self.summaries.start(t));
+                    if !function || start == Some(Start::Jumped) {
+                        self.branch(instruction.ip(), instruction.near_branch_target());
+                    }
+                }
                 self.state.clear();
             }
             FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception => {
                 self.state.clear();
             }
-            FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {}
+            FlowControl::ConditionalBranch => {
+                if is_near_branch(instruction.op0_kind()) {
+                    self.branch(instruction.ip(), instruction.near_branch_target());
+                }
+            }
+            FlowControl::XbeginXabortXend => {}
             FlowControl::Next => self.track(instruction, info),
         }
     }
@@ -234,15 +475,21 @@ impl Analysis<'_, '_> {
         }
     }
 
+    /// True for the stack pointer or the frame pointer, any width.
+    fn is(&self, register: Register, which: Register) -> bool {
+        register.full_register() == which.full_register()
+    }
+
     /// Updates the state for an instruction that does not change the control flow.
     fn track(&mut self, instruction: &Instruction, info: &mut InstructionInfoFactory) {
-        let stack_pointer = self.convention.stack_pointer;
-        // First what the instruction overwrites, then what it is known to put there.
-        let mut moves_stack_pointer = false;
         // Nothing tracked, nothing to cancel: most instructions skip the costly operand analysis.
         if self.state.is_empty() {
             return self.track_effect(instruction, false);
         }
+        let stack_pointer = self.convention.stack_pointer;
+        let frame_pointer = self.convention.frame_pointer;
+        // First what the instruction overwrites, then what it is known to put there.
+        let mut moves_stack_pointer = false;
         let used = info.info(instruction);
         for register in used.used_registers() {
             if matches!(
@@ -252,21 +499,39 @@ impl Analysis<'_, '_> {
                     | OpAccess::ReadWrite
                     | OpAccess::ReadCondWrite
             ) {
-                if register.register().full_register() == stack_pointer.full_register() {
+                let register = register.register();
+                if self.is(register, stack_pointer) {
                     moves_stack_pointer = true;
                 } else {
-                    self.state.set_register(register.register(), Value::Unknown);
+                    if self.is(register, frame_pointer) {
+                        self.state.frame = None;
+                    }
+                    self.state.set_register(register, Value::Unknown);
                 }
             }
         }
         for memory in used.used_memory() {
-            if matches!(
+            if !matches!(
                 memory.access(),
                 OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite
-            ) && memory.base().full_register() == stack_pointer.full_register()
-                && memory.index() == Register::None
-            {
-                self.state.forget_slot(memory.displacement() as i64);
+            ) {
+                continue;
+            }
+            let base = memory.base();
+            let frame = if self.is(base, stack_pointer) {
+                Some(0)
+            } else if self.is(base, frame_pointer) {
+                self.state.frame
+            } else {
+                None
+            };
+            match frame {
+                Some(frame) if memory.index() == Register::None => {
+                    self.state.forget_slot(frame + memory.displacement() as i64);
+                }
+                // An indexed write into the frame may land on any slot.
+                Some(_) => self.state.slots.clear(),
+                None => {}
             }
         }
         self.track_effect(instruction, moves_stack_pointer);
@@ -275,15 +540,55 @@ impl Analysis<'_, '_> {
     /// What an instruction is known to put in a register or slot, and how it moves the stack.
     fn track_effect(&mut self, instruction: &Instruction, moves_stack_pointer: bool) {
         let stack_pointer = self.convention.stack_pointer;
+        let frame_pointer = self.convention.frame_pointer;
         let pointer = self.convention.pointer;
+        let op0_register =
+            (instruction.op0_kind() == OpKind::Register).then(|| instruction.op0_register());
+        let to = |which: Register| op0_register.is_some_and(|r| self.is(r, which));
         match instruction.mnemonic() {
+            // `mov rsp, rbp`: the slots move back by the frame's size.
+            Mnemonic::Mov
+                if to(stack_pointer)
+                    && instruction.op1_kind() == OpKind::Register
+                    && self.is(instruction.op1_register(), frame_pointer) =>
+            {
+                self.stack_to_frame(0);
+            }
+            // `mov rbp, rsp`: the frame is tied to the stack pointer.
+            Mnemonic::Mov
+                if to(frame_pointer)
+                    && instruction.op1_kind() == OpKind::Register
+                    && self.is(instruction.op1_register(), stack_pointer) =>
+            {
+                self.state.frame = Some(0);
+            }
+            Mnemonic::Lea
+                if to(frame_pointer)
+                    && self.is(instruction.memory_base(), stack_pointer)
+                    && instruction.memory_index() == Register::None =>
+            {
+                self.state.frame = Some(instruction.memory_displacement64() as i64);
+            }
+            Mnemonic::Lea
+                if to(stack_pointer)
+                    && self.is(instruction.memory_base(), frame_pointer)
+                    && instruction.memory_index() == Register::None =>
+            {
+                self.stack_to_frame(instruction.memory_displacement64() as i64);
+            }
+            Mnemonic::Leave => {
+                self.stack_to_frame(0);
+                self.state.shift(-pointer);
+                self.state.frame = None;
+            }
             Mnemonic::Mov => self.track_mov(instruction),
             Mnemonic::Push => {
                 let value = match instruction.op0_kind() {
-                    OpKind::Immediate32 | OpKind::Immediate32to64 => {
-                        Value::Immediate(instruction.immediate(0) as u32)
-                    }
+                    kind if is_immediate(kind) => Value::Immediate(instruction.immediate(0) as u32),
                     OpKind::Register => self.state.register(instruction.op0_register()),
+                    OpKind::Memory => self
+                        .stack_slot(instruction)
+                        .map_or(Value::Unknown, |o| self.state.slot(o)),
                     _ => Value::Unknown,
                 };
                 self.state.shift(pointer);
@@ -291,10 +596,7 @@ impl Analysis<'_, '_> {
             }
             Mnemonic::Pop => self.state.shift(-pointer),
             Mnemonic::Sub | Mnemonic::Add
-                if instruction.op0_kind() == OpKind::Register
-                    && instruction.op0_register().full_register()
-                        == stack_pointer.full_register()
-                    && is_immediate(instruction.op1_kind()) =>
+                if to(stack_pointer) && is_immediate(instruction.op1_kind()) =>
             {
                 let amount = instruction.immediate(1) as i64;
                 let delta = if instruction.mnemonic() == Mnemonic::Sub {
@@ -304,38 +606,80 @@ impl Analysis<'_, '_> {
                 };
                 self.state.shift(delta);
             }
-            _ if moves_stack_pointer => self.state.slots.clear(),
+            _ if moves_stack_pointer => {
+                self.state.slots.clear();
+                self.state.frame = None;
+            }
             _ => {}
+        }
+    }
+
+    /// The stack pointer becomes the frame pointer plus `displacement`.
+    fn stack_to_frame(&mut self, displacement: i64) {
+        match self.state.frame {
+            Some(frame) => {
+                self.state.shift(-(frame + displacement));
+            }
+            None => self.state.slots.clear(),
         }
     }
 
     fn track_mov(&mut self, instruction: &Instruction) {
         let source = match instruction.op1_kind() {
             kind if is_immediate(kind) => Value::Immediate(instruction.immediate(1) as u32),
-            OpKind::Register => self.state.register(instruction.op1_register()),
-            OpKind::Memory => self
-                .memory_slot(instruction)
-                .filter(|slot| self.image.imports.contains_key(slot))
-                .map_or(Value::Unknown, Value::Import),
+            OpKind::Register if is_wide(instruction.op1_register()) => {
+                self.state.register(instruction.op1_register())
+            }
+            OpKind::Memory if instruction.memory_size().size() >= 4 => {
+                match self.memory_slot(instruction) {
+                    Some(slot) if self.image.imports.contains_key(&slot) => Value::Import(slot),
+                    Some(_) => Value::Unknown,
+                    None => self
+                        .stack_slot(instruction)
+                        .map_or(Value::Unknown, |offset| self.state.slot(offset)),
+                }
+            }
             _ => Value::Unknown,
         };
         match instruction.op0_kind() {
-            OpKind::Register => self.state.set_register(instruction.op0_register(), source),
+            OpKind::Register => {
+                let register = instruction.op0_register();
+                let value = if is_wide(register) {
+                    source
+                } else {
+                    Value::Unknown
+                };
+                self.state.set_register(register, value);
+            }
             OpKind::Memory => {
-                if let Some(offset) = self.stack_offset(instruction) {
-                    self.state.set_slot(offset, source);
+                if let Some(offset) = self.stack_slot(instruction) {
+                    let value = if instruction.memory_size().size() >= 4 {
+                        source
+                    } else {
+                        Value::Unknown
+                    };
+                    self.state.set_slot(offset, value);
                 }
             }
             _ => {}
         }
     }
 
-    /// The offset of a `[rsp+k]` / `[esp+k]` memory operand.
-    fn stack_offset(&self, instruction: &Instruction) -> Option<i64> {
-        let stack_pointer = self.convention.stack_pointer;
-        (instruction.memory_base().full_register() == stack_pointer.full_register()
-            && instruction.memory_index() == Register::None)
-            .then(|| instruction.memory_displacement64() as i64)
+    /// The slot (offset from the stack pointer) of a `[rsp+k]` memory operand, or `[rbp+k]`
+    /// when the frame is known.
+    fn stack_slot(&self, instruction: &Instruction) -> Option<i64> {
+        if instruction.memory_index() != Register::None {
+            return None;
+        }
+        let base = instruction.memory_base();
+        let frame = if self.is(base, self.convention.stack_pointer) {
+            0
+        } else if self.is(base, self.convention.frame_pointer) {
+            self.state.frame?
+        } else {
+            return None;
+        };
+        Some(frame + instruction.memory_displacement64() as i64)
     }
 
     /// The RVA a memory operand reads when it is fixed: `[rip+disp]` on x64, `[abs32]` on x86.
@@ -352,21 +696,40 @@ impl Analysis<'_, '_> {
         None
     }
 
-    /// The IAT slot a call or jump goes through, if any.
-    fn callee_slot(&mut self, instruction: &Instruction) -> Option<u32> {
-        match instruction.op0_kind() {
+    /// What a call or jump goes to.
+    fn callee(&mut self, instruction: &Instruction) -> Callee {
+        let slot = match instruction.op0_kind() {
             OpKind::Memory => self.memory_slot(instruction),
             OpKind::Register => match self.state.register(instruction.op0_register()) {
                 Value::Import(slot) => Some(slot),
                 _ => None,
             },
-            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                let target = self.rva(instruction.near_branch_target())?;
-                self.thunk_slot(target)
+            kind if is_near_branch(kind) => {
+                let Some(target) = self.rva(instruction.near_branch_target()) else {
+                    return Callee::Unknown;
+                };
+                match self.thunk_slot(target) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        return match self.image.exported_apis.get(&target) {
+                            Some(api) => Callee::Api(api),
+                            None if self.summaries.start(target).is_some() => {
+                                Callee::Function(target)
+                            }
+                            None => Callee::Unknown,
+                        };
+                    }
+                }
             }
             _ => None,
+        };
+        match slot.and_then(|slot| Some((slot, self.image.imports.get(&slot)?))) {
+            Some((slot, import)) => match pool_api(&import.name) {
+                Some(api) => Callee::Api(api),
+                None => Callee::Import(slot),
+            },
+            None => Callee::Unknown,
         }
-        .filter(|slot| self.image.imports.contains_key(slot))
     }
 
     /// The IAT slot of a `jmp [IAT]` thunk at `target`, decoded once per target.
@@ -382,6 +745,7 @@ impl Analysis<'_, '_> {
             matches!(jump.code(), Code::Jmp_rm64 | Code::Jmp_rm32)
                 .then(|| self.memory_slot(&jump))
                 .flatten()
+                .filter(|slot| self.image.imports.contains_key(slot))
         });
         if self.thunks.len() < MAX_THUNK_CACHE {
             self.thunks.insert(target, slot);
@@ -389,58 +753,68 @@ impl Analysis<'_, '_> {
         slot
     }
 
-    /// Records the sites of a call, or of a jump when `tail` (the return address is then still
-    /// on the stack, one pointer above the arguments).
-    fn at_call(&mut self, instruction: &Instruction, tail: bool) {
-        let callee = self
-            .callee_slot(instruction)
-            .and_then(|slot| self.image.imports.get(&slot))
-            .map(|import| import.name.clone());
-        if tail && callee.is_none() {
-            return; // an ordinary jump
-        }
-        let rva = self.rva(instruction.ip()).unwrap_or_default();
+    /// Argument `n` where a call sees it; at a jump (`tail`) the return address is still on
+    /// the stack, one pointer above the arguments.
+    fn argument(&self, n: usize, tail: bool) -> Value {
         let above = if tail { self.convention.pointer } else { 0 };
-        if let Some(api) = callee.as_deref().and_then(pool_api) {
-            let value = match api.tag {
-                None => Value::Immediate(UNTAGGED),
-                Some(tag) => match (self.convention.bitness, tag.x86) {
-                    (32, X86TagPlace::Stack(n)) => self.state.slot(above + 4 * (i64::from(n) - 1)),
-                    (32, X86TagPlace::Edx) => self.state.register(Register::EDX),
-                    (_, _) => match tag.number {
-                        n @ 1..=4 => self
-                            .state
-                            .register(X64.argument_registers[usize::from(n) - 1]),
-                        n => self.state.slot(above + 0x20 + 8 * (i64::from(n) - 5)),
-                    },
-                },
-            };
-            if let Value::Immediate(value) = value {
-                self.findings.call(api.name, value, rva, self.section);
+        match self.convention.arguments.get(n) {
+            Some(Place::Register(register)) => self.state.register(*register),
+            Some(Place::Slot(offset)) => self.state.slot(above + offset),
+            None => Value::Unknown,
+        }
+    }
+
+    /// Records what a call, or a jump when `tail`, passes; false for a plain jump.
+    fn at_call(&mut self, instruction: &Instruction, tail: bool) -> bool {
+        let callee = self.callee(instruction);
+        let rva = self.rva(instruction.ip()).unwrap_or_default();
+        match callee {
+            Callee::Api(api) => {
+                let value = match self.convention.tag_argument(api) {
+                    None => Value::Immediate(UNTAGGED),
+                    Some(n) => self.argument(usize::from(n), tail),
+                };
+                match value {
+                    Value::Immediate(value) => {
+                        self.findings.call(api.name, value, rva, self.section)
+                    }
+                    Value::Argument(k) => {
+                        if let Some(function) = self.function {
+                            self.summaries.reaches(function, k, api.name);
+                        }
+                    }
+                    _ => {}
+                }
             }
-            return;
+            Callee::Function(target) => {
+                for n in 0..self.convention.arguments.len() {
+                    match self.argument(n, tail) {
+                        Value::Immediate(value) => {
+                            self.summaries.constant(value, target, n as u8, rva, tail);
+                        }
+                        Value::Argument(k) => {
+                            if let Some(function) = self.function {
+                                self.summaries.passes(function, k, target, n as u8);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Callee::Unknown if tail => return false,
+            Callee::Import(_) | Callee::Unknown => {
+                let name = match callee {
+                    Callee::Import(slot) => self.image.imports.get(&slot).map(|i| i.name.as_str()),
+                    _ => None,
+                };
+                for n in 0..self.convention.arguments.len() {
+                    if let Value::Immediate(value) = self.argument(n, tail) {
+                        self.findings.arg(name, value, rva, self.section);
+                    }
+                }
+            }
         }
-        let registers = self
-            .convention
-            .argument_registers
-            .iter()
-            .map(|r| self.state.register(*r));
-        let slots = self
-            .convention
-            .argument_slots
-            .iter()
-            .map(|o| self.state.slot(above + o));
-        let values: Vec<u32> = registers
-            .chain(slots)
-            .filter_map(|v| match v {
-                Value::Immediate(value) => Some(value),
-                _ => None,
-            })
-            .collect();
-        for value in values {
-            self.findings
-                .arg(callee.as_deref(), value, rva, self.section);
-        }
+        true
     }
 }
 
@@ -455,4 +829,16 @@ fn is_immediate(kind: OpKind) -> bool {
             | OpKind::Immediate32to64
             | OpKind::Immediate64
     )
+}
+
+fn is_near_branch(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    )
+}
+
+/// A 32- or 64-bit register: a move into it or from it carries the whole value.
+fn is_wide(register: Register) -> bool {
+    register.size() >= 4
 }
