@@ -201,8 +201,9 @@ pub fn analyse(
     };
     for (index, word) in code.chunks_exact(4).enumerate() {
         let offset = index * 4;
-        analysis.join(offset);
-        analysis.start(offset);
+        if !analysis.start(offset) {
+            analysis.join(offset);
+        }
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
         analysis.step(decode(word), offset);
     }
@@ -227,8 +228,10 @@ impl Analysis<'_, '_> {
         }
     }
 
-    /// At a function start, marks the incoming arguments w0..w7.
-    fn start(&mut self, offset: usize) {
+    /// At a function start, marks the incoming arguments w0..w7; true when it did. A start
+    /// that is only a jump target counts where straight-line code ended (after a return, a
+    /// jump): branches to it are then tail calls, not jumps inside a function.
+    fn start(&mut self, offset: usize) -> bool {
         let rva = self.rva(offset);
         let entered = match self.summaries.start(rva) {
             Some(Start::Declared | Start::Called) => true,
@@ -236,7 +239,7 @@ impl Analysis<'_, '_> {
             None => false,
         };
         if !entered {
-            return;
+            return false;
         }
         self.summaries.enter(rva);
         self.function = Some(rva);
@@ -245,6 +248,7 @@ impl Analysis<'_, '_> {
         for n in 0..ARGUMENTS {
             self.set(n, Value::Argument(n));
         }
+        true
     }
 
     /// What a `BL`/`B` to `target` goes to.
@@ -996,6 +1000,9 @@ mod tests {
     fn mov_x(rd: u32, rm: u32) -> u32 {
         0xAA00_03E0 | rm << 16 | rd
     }
+    fn mov_w(rd: u32, rm: u32) -> u32 {
+        0x2A00_03E0 | rm << 16 | rd
+    }
     fn add_w(rd: u32, rn: u32, imm12: u32, shift12: bool) -> u32 {
         0x1100_0000 | u32::from(shift12) << 22 | imm12 << 10 | rn << 5 | rd
     }
@@ -1047,6 +1054,7 @@ mod tests {
         assert_eq!(movz_w(2, 0x4231, 0), 0x5288_4622); // mov w2, #16945
         assert_eq!(movk_w(2, 0x3161, 16), 0x72A6_2C22); // movk w2, #12641, lsl #16
         assert_eq!(mov_x(19, 0), 0xAA00_03F3); // mov x19, x0
+        assert_eq!(mov_w(2, 1), 0x2A01_03E2); // mov w2, w1
         assert_eq!(add_w(2, 23, 0xF0, true), 0x1143_C2E2); // add w2, w23, #240, lsl #12
         assert_eq!(sub_w(2, 23, 0xF0, true), 0x5143_C2E2); // sub w2, w23, #240, lsl #12
         assert_eq!(adrp(21, 1), 0xB000_0015); // adrp x21, #4096
@@ -1294,6 +1302,7 @@ mod tests {
     const FREE_POOL: u32 = 0x2080; // ExFreePool (no tag)
     const FREE: u32 = 0x2088; // ExFreePoolWithTag
     const LOOKASIDE: u32 = 0x2090; // ExInitializeLookasideListEx
+    const UNTAGGED: u32 = 0x2098; // ExAllocatePool
 
     fn run_bytes(code: &[u8]) -> Findings {
         let mut rdata = vec![0u8; 0x100];
@@ -1303,6 +1312,7 @@ mod tests {
             (FREE_POOL, "ExFreePool"),
             (FREE, "ExFreePoolWithTag"),
             (LOOKASIDE, "ExInitializeLookasideListEx"),
+            (UNTAGGED, "ExAllocatePool"),
         ]
         .into_iter()
         .map(|(slot, name)| {
@@ -1654,6 +1664,70 @@ mod tests {
             RET,
         ]);
         assert_eq!(sites(&f), [call("5Sdf", "ExAllocatePoolWithTag", 0x24)]);
+    }
+
+    #[test]
+    fn a_tag_passed_to_a_wrapper_by_a_call_or_a_tail_jump_is_a_call() {
+        let f = run(&[
+            movz_w(1, lo("AwR1"), 0),
+            movk_w(1, hi("AwR1"), 16),
+            movz_w(0, 0x40, 0),
+            bl(0x14), // 0x0c -> the wrapper at 0x20
+            movz_w(1, lo("AwR2"), 0),
+            movk_w(1, hi("AwR2"), 16),
+            b(0x8), // 0x18 -> 0x20: a tail jump
+            NOP,
+            // 0x20: MyAlloc(size, tag) tail-jumps to ExAllocatePoolWithTag(1, size, tag).
+            mov_w(2, 1),
+            mov_x(1, 0),
+            movz_w(0, 1, 0),
+            adrp(8, 1),
+            ldr_x(8, 8, ALLOC - 0x2000),
+            br(8),
+        ]);
+        assert_eq!(
+            sites(&f),
+            [
+                call("AwR1", "ExAllocatePoolWithTag", 0x0c),
+                call("AwR2", "ExAllocatePoolWithTag", 0x18),
+            ]
+        );
+        assert!(f.sites.iter().all(|s| s.via == [TEXT + 0x20]));
+    }
+
+    #[test]
+    fn a_chain_of_wrappers_through_a_callee_saved_register() {
+        let f = run(&[
+            movz_w(1, lo("AcH1"), 0),
+            movk_w(1, hi("AcH1"), 16),
+            bl(0x8), // 0x08 -> 0x10
+            RET,
+            // 0x10: Outer(size, tag) keeps the tag in x19 across a call, then calls Inner.
+            mov_x(19, 1),
+            bl(0x20), // 0x14: a function that ignores everything (0x34)
+            mov_w(1, 19),
+            bl(0x10), // 0x1c -> 0x2c
+            RET,
+            NOP,
+            NOP,
+            // 0x2c: Inner(size, tag).
+            mov_w(2, 1),
+            b(0x8), // 0x30 -> 0x38
+            // 0x34
+            RET,
+            // 0x38: an import thunk, which a jump to is a jump to the API.
+            adrp(8, 1),
+            ldr_x(8, 8, ALLOC - 0x2000),
+            br(8),
+        ]);
+        assert_eq!(sites(&f), [call("AcH1", "ExAllocatePoolWithTag", 0x08)]);
+        assert_eq!(f.sites[0].via, [TEXT + 0x10, TEXT + 0x2c]);
+    }
+
+    #[test]
+    fn an_untagged_allocation_is_a_call_for_none() {
+        let f = run(&[adrp(8, 1), ldr_x(8, 8, UNTAGGED - 0x2000), blr(8), RET]);
+        assert_eq!(sites(&f), [call("None", "ExAllocatePool", 0x08)]);
     }
 
     #[test]

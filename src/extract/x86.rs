@@ -344,8 +344,9 @@ pub fn analyse(
             continue;
         }
         let rva = analysis.rva(instruction.ip()).unwrap_or_default();
-        analysis.join(rva);
-        analysis.start(rva);
+        if !analysis.start(rva) {
+            analysis.join(rva);
+        }
         analysis.step(&instruction, &mut info);
     }
 }
@@ -373,15 +374,17 @@ impl Analysis<'_, '_> {
     }
 
     /// At a function start, marks the incoming arguments (where they are at a jump: the
-    /// return address is on the stack).
-    fn start(&mut self, rva: u32) {
+    /// return address is on the stack); true when it did. A start that is only a jump target
+    /// counts where straight-line code ended (after a return, a jump, padding): branches to it
+    /// are then tail calls, not jumps inside a function.
+    fn start(&mut self, rva: u32) -> bool {
         let entered = match self.summaries.start(rva) {
             Some(Start::Declared | Start::Called) => true,
             Some(Start::Jumped) => self.state.is_empty(),
             None => false,
         };
         if !entered {
-            return;
+            return false;
         }
         self.summaries.enter(rva);
         self.function = Some(rva);
@@ -394,6 +397,7 @@ impl Analysis<'_, '_> {
                 Place::Slot(offset) => self.state.set_slot(offset + self.convention.pointer, value),
             }
         }
+        true
     }
 
     /// Remembers the state for a branch from here to `target` (a VA), when it is ahead.
@@ -841,4 +845,440 @@ fn is_near_branch(kind: OpKind) -> bool {
 /// A 32- or 64-bit register: a move into it or from it carries the whole value.
 fn is_wide(register: Register) -> bool {
     register.size() >= 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::image::{Arch, Import};
+    use crate::extract::{Evidence, analyse_image};
+    use crate::tag::Tag;
+    use iced_x86::BlockEncoderOptions;
+    use iced_x86::code_asm::*;
+
+    const TEXT: u32 = 0x1000;
+
+    /// The tag displayed as `text`, as an immediate.
+    fn tag(text: &str) -> u32 {
+        u32::from_le_bytes(text.as_bytes().try_into().unwrap())
+    }
+
+    /// Where the IAT of a 32-bit program is (absolute addresses: no RIP-relative labels).
+    const IDATA: u32 = 0x3000;
+
+    /// Code assembled at .text; its IAT after it (64-bit) or in .idata (32-bit).
+    struct Program {
+        asm: CodeAssembler,
+        base: u64,
+        /// 64-bit IAT slots, by label, and 32-bit ones (at IDATA + 4 * index).
+        labelled_slots: Vec<(CodeLabel, &'static str)>,
+        fixed_slots: Vec<&'static str>,
+        /// Labels of functions the image declares (.pdata), and of exported tag-taking APIs.
+        declared: Vec<CodeLabel>,
+        exported: Vec<(CodeLabel, &'static str)>,
+    }
+
+    impl Program {
+        fn new(bitness: u32) -> Program {
+            Program {
+                asm: CodeAssembler::new(bitness).unwrap(),
+                base: if bitness == 64 {
+                    0x1_4000_0000
+                } else {
+                    0x40_0000
+                },
+                labelled_slots: Vec::new(),
+                fixed_slots: Vec::new(),
+                declared: Vec::new(),
+                exported: Vec::new(),
+            }
+        }
+
+        fn bitness(&self) -> u32 {
+            self.asm.bitness()
+        }
+
+        /// The IAT slot of an import named `name`, as a memory operand for `call`/`jmp`/`mov`.
+        fn import(&mut self, name: &'static str) -> AsmMemoryOperand {
+            if self.bitness() == 64 {
+                let label = self.asm.create_label();
+                self.labelled_slots.push((label, name));
+                qword_ptr(label)
+            } else {
+                let va = self.base + u64::from(IDATA) + 4 * self.fixed_slots.len() as u64;
+                self.fixed_slots.push(name);
+                dword_ptr(va)
+            }
+        }
+
+        /// Assembles and analyses the program.
+        fn run(self) -> Findings {
+            self.run_with(&[]).0
+        }
+
+        /// Assembles and analyses the program; also gives the RVAs of `labels`.
+        fn run_with(mut self, labels: &[CodeLabel]) -> (Findings, Vec<u32>) {
+            for (label, _) in &mut self.labelled_slots {
+                self.asm.set_label(label).unwrap();
+                self.asm.dq(&[0]).unwrap();
+            }
+            let base = self.base;
+            let result = self
+                .asm
+                .assemble_options(
+                    base + u64::from(TEXT),
+                    BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+                )
+                .unwrap();
+            let rva = |label: &CodeLabel| (result.label_ip(label).unwrap() - base) as u32;
+            let module = |name: &str| Import {
+                module: "ntoskrnl.exe".into(),
+                name: name.into(),
+            };
+            let imports = self
+                .labelled_slots
+                .iter()
+                .map(|(label, name)| (rva(label), module(name)))
+                .chain(
+                    (self.fixed_slots.iter().enumerate())
+                        .map(|(i, name)| (IDATA + 4 * i as u32, module(name))),
+                )
+                .collect();
+            let exported_apis = self
+                .exported
+                .iter()
+                .map(|(label, name)| (rva(label), pool_api(name).unwrap()))
+                .collect();
+            let mut function_starts: Vec<u32> = self.declared.iter().map(rva).collect();
+            function_starts.sort_unstable();
+            let code = &result.inner.code_buffer;
+            let idata = vec![0u8; 4 * self.fixed_slots.len()];
+            let image = Image {
+                arch: if self.bitness() == 64 {
+                    Arch::X64
+                } else {
+                    Arch::X86
+                },
+                image_base: base,
+                sections: vec![
+                    Section {
+                        name: ".text".into(),
+                        rva: TEXT,
+                        data: code,
+                        executable: true,
+                        initialized_data: false,
+                    },
+                    Section {
+                        name: ".idata".into(),
+                        rva: IDATA,
+                        data: &idata,
+                        executable: false,
+                        initialized_data: false,
+                    },
+                ],
+                imports,
+                exported_apis,
+                function_starts,
+            };
+            let mut findings = Findings::default();
+            analyse_image(&image, &mut findings);
+            (findings, labels.iter().map(rva).collect())
+        }
+    }
+
+    /// The sites as (tag, evidence, api, number of wrappers).
+    fn sites(findings: &Findings) -> Vec<(String, Evidence, Option<String>, usize)> {
+        findings
+            .sites
+            .iter()
+            .map(|s| (s.tag.to_string(), s.evidence, s.api.clone(), s.via.len()))
+            .collect()
+    }
+
+    fn call(text: &str, api: &str, via: usize) -> (String, Evidence, Option<String>, usize) {
+        (text.into(), Evidence::Call, Some(api.into()), via)
+    }
+
+    fn level(findings: &Findings, text: &str) -> Option<Evidence> {
+        findings.levels.get(&Tag::from_value(tag(text))).copied()
+    }
+
+    const ALLOC: &str = "ExAllocatePoolWithTag";
+    const FREE: &str = "ExFreePoolWithTag";
+
+    #[test]
+    fn a_tail_jump_into_a_wrapper_is_a_call_of_the_api_it_reaches() {
+        // MSVC: KphAllocatePaged(size, 'KpA0') in tail position, the wrapper placed after it
+        // and reached by nothing but that jump.
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let mut wrapper = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(edx, tag("KpA0")).unwrap();
+        a.mov(ecx, 0x40).unwrap();
+        a.jmp(wrapper).unwrap();
+        // Far enough for a `jmp rel32`, as between functions in a real driver.
+        a.db(&[0xCC; 200]).unwrap();
+        a.set_label(&mut wrapper).unwrap();
+        a.sub(rsp, 0x28).unwrap();
+        a.mov(r8d, edx).unwrap();
+        a.mov(edx, ecx).unwrap();
+        a.mov(ecx, 1).unwrap();
+        a.call(alloc).unwrap();
+        a.add(rsp, 0x28).unwrap();
+        a.ret().unwrap();
+        let (f, rvas) = p.run_with(&[wrapper]);
+        assert_eq!(sites(&f), [call("KpA0", ALLOC, 1)]);
+        assert_eq!(f.sites[0].via, rvas);
+    }
+
+    /// x64: `depth` wrappers, each passing its second argument on as the next one's (the last
+    /// one's to ExAllocatePoolWithTag's third); the innermost spills it into its frame and
+    /// reloads it, as -O0 code does.
+    fn chain(depth: usize) -> Findings {
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let mut labels: Vec<CodeLabel> = (0..depth).map(|_| p.asm.create_label()).collect();
+        let a = &mut p.asm;
+        a.mov(edx, tag("Ch01")).unwrap();
+        a.mov(ecx, 0x20).unwrap();
+        a.call(labels[0]).unwrap();
+        a.ret().unwrap();
+        for i in 0..depth {
+            a.set_label(&mut labels[i]).unwrap();
+            if i + 1 < depth {
+                a.push(rbx).unwrap();
+                a.mov(ebx, edx).unwrap();
+                a.mov(edx, ebx).unwrap();
+                a.call(labels[i + 1]).unwrap();
+                a.pop(rbx).unwrap();
+                a.ret().unwrap();
+            } else {
+                a.push(rbp).unwrap();
+                a.mov(rbp, rsp).unwrap();
+                a.sub(rsp, 0x30).unwrap();
+                a.mov(dword_ptr(rbp + 0x18), edx).unwrap();
+                a.mov(dword_ptr(rbp + 0x10), ecx).unwrap();
+                a.mov(eax, dword_ptr(rbp + 0x18)).unwrap();
+                a.mov(r8d, eax).unwrap();
+                a.mov(edx, dword_ptr(rbp + 0x10)).unwrap();
+                a.xor(ecx, ecx).unwrap();
+                a.call(alloc).unwrap();
+                a.leave().unwrap();
+                a.ret().unwrap();
+            }
+        }
+        p.run()
+    }
+
+    #[test]
+    fn chains_of_wrappers_are_followed() {
+        assert_eq!(sites(&chain(1)), [call("Ch01", ALLOC, 1)]);
+        assert_eq!(sites(&chain(2)), [call("Ch01", ALLOC, 2)]);
+        assert_eq!(sites(&chain(4)), [call("Ch01", ALLOC, 4)]);
+        assert_eq!(sites(&chain(8)), [call("Ch01", ALLOC, 8)]);
+        // Past MAX_DEPTH the tag is not followed: the summarised chain reaches nothing.
+        assert_eq!(sites(&chain(9)), []);
+        assert_eq!(level(&chain(9), "Ch01"), Some(Evidence::Code));
+    }
+
+    #[test]
+    fn a_wrapper_taking_the_tag_as_its_fifth_argument() {
+        let mut p = Program::new(64);
+        let free = p.import(FREE);
+        let mut wrapper = p.asm.create_label();
+        let a = &mut p.asm;
+        a.sub(rsp, 0x38).unwrap();
+        a.mov(dword_ptr(rsp + 0x20), tag("Fa05")).unwrap();
+        a.xor(r9d, r9d).unwrap();
+        a.call(wrapper).unwrap();
+        a.add(rsp, 0x38).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut wrapper).unwrap();
+        a.mov(edx, dword_ptr(rsp + 0x28)).unwrap();
+        a.jmp(free).unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Fa05", FREE, 1)]);
+    }
+
+    #[test]
+    fn an_x86_fastcall_wrapper_and_a_stdcall_one() {
+        let mut p = Program::new(32);
+        let alloc = p.import(ALLOC);
+        let mut fastcall = p.asm.create_label();
+        let mut stdcall = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(edx, tag("Fc01")).unwrap();
+        a.mov(ecx, 0x10).unwrap();
+        a.call(fastcall).unwrap();
+        a.push(tag("Sc01")).unwrap();
+        a.push(0x10).unwrap();
+        a.call(stdcall).unwrap();
+        a.ret().unwrap();
+        // MyAlloc(ecx = size, edx = tag).
+        a.set_label(&mut fastcall).unwrap();
+        a.push(edx).unwrap();
+        a.push(ecx).unwrap();
+        a.push(0).unwrap();
+        a.call(alloc).unwrap();
+        a.ret().unwrap();
+        // MyAlloc(size, tag), stdcall with a frame.
+        a.set_label(&mut stdcall).unwrap();
+        a.push(ebp).unwrap();
+        a.mov(ebp, esp).unwrap();
+        a.push(dword_ptr(ebp + 0xc)).unwrap();
+        a.push(dword_ptr(ebp + 8)).unwrap();
+        a.push(1).unwrap();
+        a.call(alloc).unwrap();
+        a.pop(ebp).unwrap();
+        a.ret_1(8).unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Fc01", ALLOC, 1), call("Sc01", ALLOC, 1)]);
+    }
+
+    #[test]
+    fn a_fourcc_passed_to_a_function_that_keeps_it_is_code() {
+        let mut p = Program::new(64);
+        let mut trace = p.asm.create_label();
+        let mut seen = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(edx, tag("Trc1")).unwrap();
+        a.call(trace).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut trace).unwrap();
+        a.mov(dword_ptr(seen), edx).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut seen).unwrap();
+        a.dd(&[0]).unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), []);
+        assert_eq!(level(&f, "Trc1"), Some(Evidence::Code));
+    }
+
+    #[test]
+    fn a_module_calling_its_own_exported_api() {
+        let mut p = Program::new(64);
+        let mut export = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(r8d, tag("Ex01")).unwrap();
+        a.call(export).unwrap();
+        a.mov(edx, tag("Ex02")).unwrap();
+        a.jmp(export).unwrap();
+        a.set_label(&mut export).unwrap();
+        a.xor(eax, eax).unwrap();
+        a.ret().unwrap();
+        p.exported.push((export, ALLOC));
+        p.declared.push(export);
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Ex01", ALLOC, 0)]);
+        assert_eq!(level(&f, "Ex02"), Some(Evidence::Code));
+    }
+
+    #[test]
+    fn untagged_allocations_are_calls_for_none() {
+        for bitness in [32, 64] {
+            let mut p = Program::new(bitness);
+            let untagged = p.import("ExAllocatePool");
+            let quota = p.import("ExAllocatePoolWithQuota");
+            p.asm.call(untagged).unwrap();
+            p.asm.jmp(quota).unwrap();
+            let f = p.run();
+            assert_eq!(
+                sites(&f),
+                [
+                    call("None", "ExAllocatePool", 0),
+                    call("None", "ExAllocatePoolWithQuota", 0)
+                ],
+                "{bitness}"
+            );
+        }
+    }
+
+    #[test]
+    fn leaving_a_frame_forgets_its_locals() {
+        // A local at [ebp-4] must not become ExFreePoolWithTag's tag after `mov esp, ebp`.
+        for leave in [false, true] {
+            let mut p = Program::new(32);
+            let free = p.import(FREE);
+            let a = &mut p.asm;
+            a.push(ebp).unwrap();
+            a.mov(ebp, esp).unwrap();
+            a.sub(esp, 16).unwrap();
+            a.mov(dword_ptr(esp + 12), tag("Lc01")).unwrap();
+            if leave {
+                a.leave().unwrap();
+            } else {
+                a.mov(esp, ebp).unwrap();
+                a.pop(ebp).unwrap();
+            }
+            a.jmp(free).unwrap();
+            let f = p.run();
+            assert_eq!(sites(&f), [], "leave: {leave}");
+        }
+    }
+
+    #[test]
+    fn indexed_and_narrow_writes_cancel_what_they_overwrite() {
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let free = p.import(FREE);
+        let a = &mut p.asm;
+        a.sub(rsp, 0x48).unwrap();
+        a.mov(dword_ptr(rsp + 0x28), tag("Ix01")).unwrap();
+        a.mov(dword_ptr(rsp + rax * 4 + 0x10), ecx).unwrap();
+        a.call(alloc).unwrap(); // ExAllocatePoolWithTag's 6th slot: not read anyway
+        a.mov(ecx, tag("Nb01")).unwrap();
+        a.mov(r8b, cl).unwrap();
+        a.call(alloc).unwrap();
+        a.mov(edx, tag("Nb02")).unwrap();
+        a.mov(dx, 0x4141).unwrap();
+        a.call(free).unwrap();
+        a.add(rsp, 0x48).unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), []);
+    }
+
+    #[test]
+    fn an_indexed_write_into_the_frame_cancels_the_arguments_there() {
+        let mut p = Program::new(32);
+        let free = p.import(FREE);
+        let a = &mut p.asm;
+        a.sub(esp, 8).unwrap();
+        a.mov(dword_ptr(esp + 4), tag("Ix02")).unwrap();
+        a.mov(dword_ptr(esp + eax * 4), ecx).unwrap();
+        a.call(free).unwrap();
+        a.sub(esp, 8).unwrap();
+        a.mov(dword_ptr(esp + 4), tag("Ix03")).unwrap();
+        a.call(free).unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Ix03", FREE, 0)]);
+    }
+
+    #[test]
+    fn the_state_at_a_forward_branch_reaches_its_target() {
+        // gcc: the IAT entry hoisted into rsi, an error path placed after an unconditional jump.
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let mut error = p.asm.create_label();
+        let mut done = p.asm.create_label();
+        let a = &mut p.asm;
+        a.push(rsi).unwrap();
+        a.mov(rsi, alloc).unwrap();
+        a.mov(r8d, tag("Mg01")).unwrap();
+        a.test(ecx, ecx).unwrap();
+        a.je(error).unwrap();
+        a.call(rsi).unwrap();
+        a.jmp(done).unwrap();
+        a.set_label(&mut error).unwrap();
+        a.call(rsi).unwrap();
+        a.set_label(&mut done).unwrap();
+        a.pop(rsi).unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        // Both calls: the straight line, and the error path from the je.
+        assert_eq!(f.sites.len(), 2);
+        assert_eq!(sites(&f)[0], call("Mg01", ALLOC, 0));
+    }
 }
