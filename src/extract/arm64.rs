@@ -173,6 +173,8 @@ struct Analysis<'a, 'data> {
     registers: Registers,
     /// The function being read (its entry RVA), once a start was passed.
     function: Option<u32>,
+    /// The next function start of the linear pass (see [`Summaries::start_at`]).
+    cursor: usize,
     summaries: &'a mut Summaries,
     /// The state at forward branches, by target offset in the section.
     pending: BTreeMap<usize, Registers>,
@@ -194,6 +196,7 @@ pub fn analyse(
         section,
         registers: [Value::Unknown; 31],
         function: None,
+        cursor: summaries.first_start(section.rva),
         summaries,
         pending: BTreeMap::new(),
         thunks: HashMap::new(),
@@ -233,7 +236,7 @@ impl Analysis<'_, '_> {
     /// jump): branches to it are then tail calls, not jumps inside a function.
     fn start(&mut self, offset: usize) -> bool {
         let rva = self.rva(offset);
-        let entered = match self.summaries.start(rva) {
+        let entered = match self.summaries.start_at(&mut self.cursor, rva) {
             Some(Start::Declared | Start::Called) => true,
             Some(Start::Jumped) => self.registers.iter().all(|v| *v == Value::Unknown),
             None => false,

@@ -60,8 +60,9 @@ type Reached = Vec<(&'static str, Vec<u32>)>;
 /// The summaries of one image, as the analysis of its code reports them.
 #[derive(Default)]
 pub struct Summaries {
-    /// Function starts by RVA, and whether the analysis has entered each one.
-    starts: HashMap<u32, (Start, bool)>,
+    /// Function starts, sorted by RVA (a binary search at a call, a cursor in the analysers'
+    /// linear pass), with how each was found and whether the analysis has entered it.
+    starts: Vec<(u32, Start, bool)>,
     /// (function, argument, API): the argument is the API's tag.
     direct: Vec<(u32, u8, &'static str)>,
     /// (function, argument, callee, callee's argument).
@@ -73,32 +74,62 @@ impl Summaries {
     /// The summaries of `image`'s functions, the image's declared starts and `targets` (RVAs
     /// of direct call and jump targets) known as starts; at most [`MAX_FUNCTION_STARTS`].
     pub fn new(image: &Image, targets: impl IntoIterator<Item = (u32, Start)>) -> Summaries {
-        let mut starts = HashMap::new();
+        // Deduplicated as they come, so that a section of call bytes is bounded too.
+        let mut unique: HashMap<u32, Start> = HashMap::new();
         for &rva in image.function_starts.iter().take(MAX_FUNCTION_STARTS) {
-            starts.insert(rva, (Start::Declared, false));
+            unique.insert(rva, Start::Declared);
         }
         for (rva, start) in targets {
-            if starts.len() >= MAX_FUNCTION_STARTS {
+            if unique.len() >= MAX_FUNCTION_STARTS {
                 break;
             }
-            let known = starts.entry(rva).or_insert((start, false));
-            known.0 = known.0.max(start);
+            let known = unique.entry(rva).or_insert(start);
+            *known = (*known).max(start);
         }
+        let mut starts: Vec<(u32, Start, bool)> = unique
+            .into_iter()
+            .map(|(rva, start)| (rva, start, false))
+            .collect();
+        starts.sort_unstable();
         Summaries {
             starts,
             ..Summaries::default()
         }
     }
 
+    fn index(&self, rva: u32) -> Option<usize> {
+        self.starts.binary_search_by_key(&rva, |(r, _, _)| *r).ok()
+    }
+
     /// How a function starting at `rva` was found, if one does.
     pub fn start(&self, rva: u32) -> Option<Start> {
-        self.starts.get(&rva).map(|(start, _)| *start)
+        self.index(rva).map(|i| self.starts[i].1)
+    }
+
+    /// The first function start at or after `rva`: its position, for [`Summaries::start_at`].
+    pub fn first_start(&self, rva: u32) -> usize {
+        self.starts.partition_point(|(r, _, _)| *r < rva)
+    }
+
+    /// For a linear pass: the start at `rva`, if any, with `cursor` (from
+    /// [`Summaries::first_start`]) moved past the starts before `rva`.
+    pub fn start_at(&self, cursor: &mut usize, rva: u32) -> Option<Start> {
+        while let Some((r, start, _)) = self.starts.get(*cursor) {
+            if *r > rva {
+                return None;
+            }
+            if *r == rva {
+                return Some(*start);
+            }
+            *cursor += 1;
+        }
+        None
     }
 
     /// The analysis enters the function at `rva` with its arguments marked.
     pub fn enter(&mut self, rva: u32) {
-        if let Some((_, entered)) = self.starts.get_mut(&rva) {
-            *entered = true;
+        if let Some(i) = self.index(rva) {
+            self.starts[i].2 = true;
         }
     }
 
@@ -175,9 +206,8 @@ impl Summaries {
                 }
                 None => {
                     let entered = self
-                        .starts
-                        .get(&constant.callee)
-                        .is_some_and(|(_, entered)| *entered);
+                        .index(constant.callee)
+                        .is_some_and(|i| self.starts[i].2);
                     if !entered && !constant.tail {
                         findings.arg(None, constant.value, constant.rva, section);
                     }

@@ -275,25 +275,23 @@ pub fn call_targets<'i>(
     section: &'i Section,
     code: &'i [u8],
 ) -> impl Iterator<Item = (u32, Start)> + 'i {
-    code.windows(5)
-        .enumerate()
-        .filter_map(move |(offset, bytes)| {
-            if bytes[0] != 0xE8 && bytes[0] != 0xE9 {
-                return None;
-            }
-            let next = section.rva.wrapping_add(offset as u32 + 5);
-            let target =
-                next.wrapping_add(u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
-            let start = if bytes[0] == 0xE8 {
-                Start::Called
-            } else {
-                Start::Jumped
-            };
-            image
-                .section_at(target)
-                .is_some_and(|(s, _)| s.executable)
-                .then_some((target, start))
-        })
+    memchr::memchr2_iter(0xE8, 0xE9, code).filter_map(move |offset| {
+        let bytes = code.get(offset..offset + 5)?;
+        let next = section.rva.wrapping_add(offset as u32 + 5);
+        let target =
+            next.wrapping_add(u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+        let start = if bytes[0] == 0xE8 {
+            Start::Called
+        } else {
+            Start::Jumped
+        };
+        // Most targets are in the section itself: no lookup among the others.
+        let inside = target
+            .checked_sub(section.rva)
+            .is_some_and(|o| (o as usize) < code.len());
+        (inside || image.section_at(target).is_some_and(|(s, _)| s.executable))
+            .then_some((target, start))
+    })
 }
 
 /// The analysis of one section.
@@ -304,6 +302,8 @@ struct Analysis<'a, 'data> {
     state: State,
     /// The function being read (its entry RVA), once a start was passed.
     function: Option<u32>,
+    /// The next function start of the linear pass (see [`Summaries::start_at`]).
+    cursor: usize,
     /// The state at forward branches, by target RVA.
     pending: BTreeMap<u32, State>,
     /// Call targets already checked for being `jmp [IAT]` thunks.
@@ -328,6 +328,7 @@ pub fn analyse(
         convention,
         state: State::new(),
         function: None,
+        cursor: summaries.first_start(section.rva),
         pending: BTreeMap::new(),
         thunks: HashMap::new(),
         summaries,
@@ -378,7 +379,7 @@ impl Analysis<'_, '_> {
     /// counts where straight-line code ended (after a return, a jump, padding): branches to it
     /// are then tail calls, not jumps inside a function.
     fn start(&mut self, rva: u32) -> bool {
-        let entered = match self.summaries.start(rva) {
+        let entered = match self.summaries.start_at(&mut self.cursor, rva) {
             Some(Start::Declared | Start::Called) => true,
             Some(Start::Jumped) => self.state.is_empty(),
             None => false,
@@ -490,55 +491,87 @@ impl Analysis<'_, '_> {
         if self.state.is_empty() {
             return self.track_effect(instruction, false);
         }
-        let stack_pointer = self.convention.stack_pointer;
-        let frame_pointer = self.convention.frame_pointer;
         // First what the instruction overwrites, then what it is known to put there.
         let mut moves_stack_pointer = false;
-        let used = info.info(instruction);
-        for register in used.used_registers() {
-            if matches!(
-                register.access(),
-                OpAccess::Write
-                    | OpAccess::CondWrite
-                    | OpAccess::ReadWrite
-                    | OpAccess::ReadCondWrite
-            ) {
-                let register = register.register();
-                if self.is(register, stack_pointer) {
-                    moves_stack_pointer = true;
-                } else {
-                    if self.is(register, frame_pointer) {
-                        self.state.frame = None;
+        match writes_only_operand_0(instruction) {
+            // The commonest instructions: no need for iced's (costlier) operand analysis.
+            Some(false) => {}
+            Some(true) => match instruction.op0_kind() {
+                OpKind::Register => {
+                    moves_stack_pointer = self.cancel_register(instruction.op0_register());
+                }
+                OpKind::Memory => self.cancel_memory(
+                    instruction.memory_base(),
+                    instruction.memory_index(),
+                    instruction.memory_displacement64(),
+                ),
+                _ => {}
+            },
+            None => {
+                let used = info.info(instruction);
+                for register in used.used_registers() {
+                    if matches!(
+                        register.access(),
+                        OpAccess::Write
+                            | OpAccess::CondWrite
+                            | OpAccess::ReadWrite
+                            | OpAccess::ReadCondWrite
+                    ) {
+                        moves_stack_pointer |= self.cancel_register(register.register());
                     }
-                    self.state.set_register(register, Value::Unknown);
                 }
-            }
-        }
-        for memory in used.used_memory() {
-            if !matches!(
-                memory.access(),
-                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite
-            ) {
-                continue;
-            }
-            let base = memory.base();
-            let frame = if self.is(base, stack_pointer) {
-                Some(0)
-            } else if self.is(base, frame_pointer) {
-                self.state.frame
-            } else {
-                None
-            };
-            match frame {
-                Some(frame) if memory.index() == Register::None => {
-                    self.state.forget_slot(frame + memory.displacement() as i64);
+                for memory in used.used_memory() {
+                    if matches!(
+                        memory.access(),
+                        OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite
+                    ) {
+                        self.cancel_memory(memory.base(), memory.index(), memory.displacement());
+                    }
                 }
-                // An indexed write into the frame may land on any slot.
-                Some(_) => self.state.slots.clear(),
-                None => {}
             }
         }
         self.track_effect(instruction, moves_stack_pointer);
+    }
+
+    /// Forgets what `register` held; true when it is the stack pointer.
+    fn cancel_register(&mut self, register: Register) -> bool {
+        if self.is(register, self.convention.stack_pointer) {
+            return true;
+        }
+        if self.is(register, self.convention.frame_pointer) {
+            self.state.frame = None;
+        }
+        self.state.set_register(register, Value::Unknown);
+        false
+    }
+
+    /// Forgets the slot a write to `[base+index*k+displacement]` lands on; an indexed write
+    /// into the frame may land on any slot.
+    fn cancel_memory(&mut self, base: Register, index: Register, displacement: u64) {
+        let frame = if self.is(base, self.convention.stack_pointer) {
+            Some(0)
+        } else if self.is(base, self.convention.frame_pointer) {
+            self.state.frame
+        } else {
+            None
+        };
+        match frame {
+            Some(frame) if index == Register::None => {
+                self.state
+                    .forget_slot(frame + self.displacement(displacement));
+            }
+            Some(_) => self.state.slots.clear(),
+            None => {}
+        }
+    }
+
+    /// A memory displacement as a signed number: iced gives 32-bit addressing's unextended.
+    fn displacement(&self, raw: u64) -> i64 {
+        if self.convention.bitness == 32 {
+            i64::from(raw as u32 as i32)
+        } else {
+            raw as i64
+        }
     }
 
     /// What an instruction is known to put in a register or slot, and how it moves the stack.
@@ -571,14 +604,14 @@ impl Analysis<'_, '_> {
                     && self.is(instruction.memory_base(), stack_pointer)
                     && instruction.memory_index() == Register::None =>
             {
-                self.state.frame = Some(instruction.memory_displacement64() as i64);
+                self.state.frame = Some(self.displacement(instruction.memory_displacement64()));
             }
             Mnemonic::Lea
                 if to(stack_pointer)
                     && self.is(instruction.memory_base(), frame_pointer)
                     && instruction.memory_index() == Register::None =>
             {
-                self.stack_to_frame(instruction.memory_displacement64() as i64);
+                self.stack_to_frame(self.displacement(instruction.memory_displacement64()));
             }
             Mnemonic::Leave => {
                 self.stack_to_frame(0);
@@ -683,7 +716,7 @@ impl Analysis<'_, '_> {
         } else {
             return None;
         };
-        Some(frame + instruction.memory_displacement64() as i64)
+        Some(frame + self.displacement(instruction.memory_displacement64()))
     }
 
     /// The RVA a memory operand reads when it is fixed: `[rip+disp]` on x64, `[abs32]` on x86.
@@ -840,6 +873,23 @@ fn is_near_branch(kind: OpKind) -> bool {
         kind,
         OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
     )
+}
+
+/// Whether `instruction` writes its operand 0 and nothing else but the flags (`Some(true)`),
+/// writes no register or memory at all (`Some(false)`), or may write others (`None`: ask
+/// iced's operand analysis). The commonest instructions, known without that analysis.
+fn writes_only_operand_0(instruction: &Instruction) -> Option<bool> {
+    use Mnemonic::*;
+    match instruction.mnemonic() {
+        Cmp | Test | Nop | Bt => Some(false),
+        Mov | Movzx | Movsx | Movsxd | Lea | Add | Sub | And | Or | Xor | Adc | Sbb | Shl | Shr
+        | Sar | Rol | Ror | Inc | Dec | Neg | Not | Sete | Setne | Seta | Setae | Setb | Setbe
+        | Setg | Setge | Setl | Setle | Sets | Setns | Cmove | Cmovne | Cmova | Cmovae | Cmovb
+        | Cmovbe | Cmovg | Cmovge | Cmovl | Cmovle | Cmovs | Cmovns => Some(true),
+        // The one-operand form writes rdx:rax.
+        Imul if instruction.op_count() >= 2 => Some(true),
+        _ => None,
+    }
 }
 
 /// A 32- or 64-bit register: a move into it or from it carries the whole value.
@@ -1134,6 +1184,40 @@ mod tests {
         a.ret_1(8).unwrap();
         let f = p.run();
         assert_eq!(sites(&f), [call("Fc01", ALLOC, 1), call("Sc01", ALLOC, 1)]);
+    }
+
+    #[test]
+    fn an_x86_o0_wrapper_spills_its_tag_below_the_frame() {
+        // gcc -O0: MyAlloc(size, tag) copies its arguments to locals at [ebp-4], [ebp-8].
+        let mut p = Program::new(32);
+        let alloc = p.import(ALLOC);
+        let mut wrapper = p.asm.create_label();
+        let a = &mut p.asm;
+        a.sub(esp, 8).unwrap();
+        a.mov(dword_ptr(esp + 4), tag("Lo01")).unwrap();
+        a.mov(dword_ptr(esp), 0x20).unwrap();
+        a.call(wrapper).unwrap();
+        a.add(esp, 8).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut wrapper).unwrap();
+        a.push(ebp).unwrap();
+        a.mov(ebp, esp).unwrap();
+        a.sub(esp, 0x18).unwrap();
+        a.mov(eax, dword_ptr(ebp + 0xc)).unwrap();
+        a.mov(dword_ptr(ebp - 4), eax).unwrap();
+        a.mov(eax, dword_ptr(ebp + 8)).unwrap();
+        a.mov(dword_ptr(ebp - 8), eax).unwrap();
+        a.mov(eax, dword_ptr(ebp - 4)).unwrap();
+        a.mov(dword_ptr(esp + 8), eax).unwrap();
+        a.mov(eax, dword_ptr(ebp - 8)).unwrap();
+        a.mov(dword_ptr(esp + 4), eax).unwrap();
+        a.mov(dword_ptr(esp), 0).unwrap();
+        a.call(alloc).unwrap();
+        a.sub(esp, 12).unwrap();
+        a.leave().unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Lo01", ALLOC, 1)]);
     }
 
     #[test]
