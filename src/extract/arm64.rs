@@ -34,6 +34,7 @@ use super::Findings;
 use super::apis::{PoolApi, UNTAGGED, pool_api};
 use super::image::{Image, Section};
 use super::summary::{Start, Summaries};
+use super::tables::References;
 
 /// Call targets whose thunk check is remembered, at most (a check is O(1) anyway).
 const MAX_THUNK_CACHE: usize = 1 << 16;
@@ -176,6 +177,7 @@ struct Analysis<'a, 'data> {
     /// The next function start of the linear pass (see [`Summaries::start_at`]).
     cursor: usize,
     summaries: &'a mut Summaries,
+    references: &'a mut References,
     /// The state at forward branches, by target offset in the section.
     pending: BTreeMap<usize, Registers>,
     /// Call targets already checked for being `ADRP; LDR; BR` thunks: the IAT slot.
@@ -183,13 +185,13 @@ struct Analysis<'a, 'data> {
     findings: &'a mut Findings,
 }
 
-/// Analyses `code`, the start of `section`.
+/// Analyses `code`, the start of `section`, into what the image's analysis collects: the
+/// summaries, the addresses the code takes, the findings.
 pub fn analyse(
     image: &Image,
     section: &Section,
     code: &[u8],
-    summaries: &mut Summaries,
-    findings: &mut Findings,
+    (summaries, references, findings): (&mut Summaries, &mut References, &mut Findings),
 ) {
     let mut analysis = Analysis {
         image,
@@ -198,6 +200,7 @@ pub fn analyse(
         function: None,
         cursor: summaries.first_start(section.rva),
         summaries,
+        references,
         pending: BTreeMap::new(),
         thunks: HashMap::new(),
         findings,
@@ -208,6 +211,7 @@ pub fn analyse(
             analysis.join(offset);
         }
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        analysis.table_load(word);
         analysis.step(decode(word), offset);
     }
 }
@@ -252,6 +256,17 @@ impl Analysis<'_, '_> {
             self.set(n, Value::Argument(n));
         }
         true
+    }
+
+    /// `LDR Wt, [Xn, Xm|Wm, LSL|UXTW #2]` with Xn holding an address reads a table of 4-byte
+    /// elements there.
+    fn table_load(&mut self, word: u32) {
+        if word & 0xFFE0_1C00 == 0xB860_1800
+            && let Value::Address(va) = self.register(reg(word, 5))
+            && let Some(rva) = self.image.rva_of_va(va)
+        {
+            self.references.add(rva);
+        }
     }
 
     /// What a `BL`/`B` to `target` goes to.
@@ -1347,6 +1362,7 @@ mod tests {
             ],
             imports,
             exported_apis: HashMap::new(),
+            export_names: Vec::new(),
             function_starts: Vec::new(),
         };
         let mut findings = Findings::default();

@@ -73,6 +73,9 @@ pub struct Image<'data> {
     /// The tag-taking APIs the image exports itself (ntoskrnl.exe, ndis.sys...), by RVA: a direct
     /// call to one inside the module is a call to the API.
     pub exported_apis: HashMap<u32, &'static PoolApi>,
+    /// The names the image exports (text the code refers to, not tags: Wine's stubs pass their
+    /// own name to a logging function).
+    pub export_names: Vec<&'data [u8]>,
     /// Function entries the image declares, sorted: the entry point, the exports and the
     /// `.pdata` RUNTIME_FUNCTION starts (x64, ARM64).
     pub function_starts: Vec<u32>,
@@ -165,13 +168,20 @@ fn parse_as<'data, Pe: ImageNtHeaders>(data: &'data [u8]) -> Option<Image<'data>
         function_starts.push(entry);
     }
     let mut exported_apis = HashMap::new();
-    let _ = read_exports(&file, &mut exported_apis, &mut function_starts);
+    let mut export_names = Vec::new();
+    let _ = read_exports(
+        &file,
+        &mut exported_apis,
+        &mut export_names,
+        &mut function_starts,
+    );
     let mut image = Image {
         arch,
         image_base: headers.optional_header().image_base(),
         sections,
         imports,
         exported_apis,
+        export_names,
         function_starts,
     };
     if let Some(directory) = file.data_directory(EXCEPTION_DIRECTORY) {
@@ -206,10 +216,12 @@ impl Image<'_> {
     }
 }
 
-/// Adds every exported function's RVA to `starts`, and binds the exported tag-taking APIs.
+/// Adds every exported function's RVA to `starts` and name to `names`, and binds the exported
+/// tag-taking APIs.
 fn read_exports<'data, Pe: ImageNtHeaders>(
     file: &PeFile<'data, Pe, &'data [u8]>,
     apis: &mut HashMap<u32, &'static PoolApi>,
+    names: &mut Vec<&'data [u8]>,
     starts: &mut Vec<u32>,
 ) -> object::Result<()> {
     let Some(table) = file.export_table()? else {
@@ -222,12 +234,11 @@ fn read_exports<'data, Pe: ImageNtHeaders>(
         }
     }
     for (pointer, index) in table.name_iter().take(MAX_FUNCTION_STARTS) {
-        let Some(api) = table
-            .name_from_pointer(pointer)
-            .ok()
-            .and_then(|name| std::str::from_utf8(name).ok())
-            .and_then(pool_api)
-        else {
+        let Ok(name) = table.name_from_pointer(pointer) else {
+            continue;
+        };
+        names.push(name);
+        let Some(api) = std::str::from_utf8(name).ok().and_then(pool_api) else {
             continue;
         };
         if let Ok(ExportTarget::Address(address)) = table.target_by_index(index) {

@@ -6,6 +6,7 @@
 //! - [`summary`]: which arguments of the image's own functions reach a tag-taking API, so that a
 //!   tag passed to a wrapper is a `call` too;
 //! - [`data`]: 4-byte-aligned printable fields in initialized data (`data`);
+//! - [`tables`]: tables of printable words whose address the code takes (`data`);
 //! - [`apis`]: the tag-taking APIs, from `data/pool_apis.tsv`;
 //! - [`version`]: the version resource strings (company, description, version).
 
@@ -15,6 +16,7 @@ pub mod bytes;
 pub mod data;
 pub mod image;
 pub mod summary;
+pub mod tables;
 pub mod version;
 pub mod x86;
 
@@ -23,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use crate::tag::Tag;
 use image::{Arch, Image, Section};
 use summary::Summaries;
+use tables::References;
 
 /// Bytes of executable code analysed per file at most: a hostile image with a huge code section
 /// costs a bounded time (about a second). Real drivers have a few MB of code at most.
@@ -181,10 +184,12 @@ pub fn analyse(data: &[u8]) -> Findings {
 
 /// Analyses the code and data of a parsed image into `findings`.
 pub(crate) fn analyse_image(image: &Image, findings: &mut Findings) {
+    // Names the image imports or exports: the commonest aligned text, never tags.
     let import_names: HashSet<&[u8]> = image
         .imports
         .values()
         .flat_map(|import| [import.module.as_bytes(), import.name.as_bytes()])
+        .chain(image.export_names.iter().copied())
         .collect();
     // The code of each executable section, MAX_CODE_BYTES in all.
     let mut budget = MAX_CODE_BYTES;
@@ -207,16 +212,18 @@ pub(crate) fn analyse_image(image: &Image, findings: &mut Findings) {
         targets
     });
     let mut summaries = Summaries::new(image, targets);
+    let mut references = References::default();
     for &(section, code) in &code {
-        let summaries = &mut summaries;
+        let found = (&mut summaries, &mut references, &mut *findings);
         match image.arch {
-            Arch::X86 => x86::analyse(image, section, code, 32, summaries, findings),
-            Arch::X64 => x86::analyse(image, section, code, 64, summaries, findings),
-            Arch::Arm64 => arm64::analyse(image, section, code, summaries, findings),
+            Arch::X86 => x86::analyse(image, section, code, 32, found),
+            Arch::X64 => x86::analyse(image, section, code, 64, found),
+            Arch::Arm64 => arm64::analyse(image, section, code, found),
             Arch::Other => {}
         }
     }
     summaries.resolve(image, findings);
+    references.analyse(image, &import_names, findings);
     for section in &image.sections {
         if section.initialized_data && !section.executable {
             data::analyse(section, &import_names, findings);

@@ -40,6 +40,7 @@ use super::Findings;
 use super::apis::{PoolApi, UNTAGGED, X86TagPlace, pool_api};
 use super::image::{Image, Section};
 use super::summary::{Start, Summaries};
+use super::tables::References;
 
 /// Call targets whose thunk check is remembered, at most: a section of calls to millions of
 /// distinct targets cannot grow the cache without bound (a check is cheap anyway).
@@ -60,6 +61,8 @@ enum Value {
     Import(u32),
     /// Incoming argument N of the function being read (numbered as in [`Convention`]).
     Argument(u8),
+    /// An address in the image (by RVA), from `lea reg, [rip+d]`.
+    Address(u32),
 }
 
 /// Registers and stack slots of straight-line code.
@@ -309,17 +312,18 @@ struct Analysis<'a, 'data> {
     /// Call targets already checked for being `jmp [IAT]` thunks.
     thunks: HashMap<u32, Option<u32>>,
     summaries: &'a mut Summaries,
+    references: &'a mut References,
     findings: &'a mut Findings,
 }
 
-/// Analyses `code`, the start of `section`, as `bitness`-bit code.
+/// Analyses `code`, the start of `section`, as `bitness`-bit code, into what the image's
+/// analysis collects: the summaries, the addresses the code takes, the findings.
 pub fn analyse(
     image: &Image,
     section: &Section,
     code: &[u8],
     bitness: u32,
-    summaries: &mut Summaries,
-    findings: &mut Findings,
+    (summaries, references, findings): (&mut Summaries, &mut References, &mut Findings),
 ) {
     let convention = if bitness == 64 { &X64 } else { &X86 };
     let mut analysis = Analysis {
@@ -332,6 +336,7 @@ pub fn analyse(
         pending: BTreeMap::new(),
         thunks: HashMap::new(),
         summaries,
+        references,
         findings,
     };
     let ip = image.image_base.wrapping_add(u64::from(section.rva));
@@ -427,6 +432,7 @@ impl Analysis<'_, '_> {
 
     fn step(&mut self, instruction: &Instruction, info: &mut InstructionInfoFactory) {
         self.record_immediates(instruction);
+        self.record_table(instruction);
         match instruction.flow_control() {
             FlowControl::Call | FlowControl::IndirectCall => {
                 self.at_call(instruction, false);
@@ -477,6 +483,28 @@ impl Analysis<'_, '_> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A memory operand `[base+index*4+d]` reads a table of 4-byte elements: at `d` on x86 with
+    /// no base, at the base register's address plus `d` on x64.
+    fn record_table(&mut self, instruction: &Instruction) {
+        if instruction.memory_index() == Register::None || instruction.memory_index_scale() != 4 {
+            return;
+        }
+        let table = match (self.convention.bitness, instruction.memory_base()) {
+            (32, Register::None) => self.rva(u64::from(instruction.memory_displacement32())),
+            (64, base) => match self.state.register(base) {
+                Value::Address(rva) => {
+                    let displacement = self.displacement(instruction.memory_displacement64());
+                    u32::try_from(i64::from(rva) + displacement).ok()
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(rva) = table {
+            self.references.add(rva);
         }
     }
 
@@ -612,6 +640,14 @@ impl Analysis<'_, '_> {
                     && instruction.memory_index() == Register::None =>
             {
                 self.stack_to_frame(self.displacement(instruction.memory_displacement64()));
+            }
+            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
+                let value = self
+                    .rva(instruction.ip_rel_memory_address())
+                    .map_or(Value::Unknown, Value::Address);
+                if let Some(register) = op0_register.filter(|r| r.size() == 8) {
+                    self.state.set_register(register, value);
+                }
             }
             Mnemonic::Leave => {
                 self.stack_to_frame(0);
@@ -915,6 +951,8 @@ mod tests {
 
     /// Where the IAT of a 32-bit program is (absolute addresses: no RIP-relative labels).
     const IDATA: u32 = 0x3000;
+    /// Where a program's read-only data is.
+    const RDATA: u32 = 0x4000;
 
     /// Code assembled at .text; its IAT after it (64-bit) or in .idata (32-bit).
     struct Program {
@@ -926,6 +964,8 @@ mod tests {
         /// Labels of functions the image declares (.pdata), and of exported tag-taking APIs.
         declared: Vec<CodeLabel>,
         exported: Vec<(CodeLabel, &'static str)>,
+        /// The contents of .rdata.
+        rdata: Vec<u8>,
     }
 
     impl Program {
@@ -941,6 +981,7 @@ mod tests {
                 fixed_slots: Vec::new(),
                 declared: Vec::new(),
                 exported: Vec::new(),
+                rdata: Vec::new(),
             }
         }
 
@@ -1025,9 +1066,17 @@ mod tests {
                         executable: false,
                         initialized_data: false,
                     },
+                    Section {
+                        name: ".rdata".into(),
+                        rva: RDATA,
+                        data: &self.rdata,
+                        executable: false,
+                        initialized_data: true,
+                    },
                 ],
                 imports,
                 exported_apis,
+                export_names: Vec::new(),
                 function_starts,
             };
             let mut findings = Findings::default();
@@ -1218,6 +1267,37 @@ mod tests {
         a.ret().unwrap();
         let f = p.run();
         assert_eq!(sites(&f), [call("Lo01", ALLOC, 1)]);
+    }
+
+    #[test]
+    fn a_table_the_code_indexes_is_data_whatever_surrounds_it() {
+        // The table at 0x10, text before it in the same printable run.
+        let rdata = b"Hello, world!\0abTb01Tb02\0\0\0\0".to_vec();
+        let data = |f: &Findings| {
+            let mut found: Vec<String> = f.levels.keys().map(|t| t.to_string()).collect();
+            found.sort();
+            found
+        };
+        // x64 (gcc): lea rax, [rip+table]; mov r8d, [rax+rcx*4]. The lea is the first
+        // instruction, so that its displacement is known before assembling.
+        let mut p = Program::new(64);
+        let lea = (RDATA + 0x10 - (TEXT + 7)).to_le_bytes();
+        p.asm
+            .db(&[0x48, 0x8D, 0x05, lea[0], lea[1], lea[2], lea[3]])
+            .unwrap();
+        p.asm.mov(r8d, dword_ptr(rax + rcx * 4)).unwrap();
+        p.asm.ret().unwrap();
+        p.rdata = rdata.clone();
+        let f = p.run();
+        assert_eq!(data(&f), ["Tb01", "Tb02"]);
+        assert_eq!(level(&f, "Tb01"), Some(Evidence::Data));
+        // x86: mov eax, [table+ecx*4].
+        let mut p = Program::new(32);
+        let table = p.base + u64::from(RDATA) + 0x10;
+        p.asm.mov(eax, dword_ptr(ecx * 4 + table as i32)).unwrap();
+        p.asm.ret().unwrap();
+        p.rdata = rdata;
+        assert_eq!(data(&p.run()), ["Tb01", "Tb02"]);
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Tables found through the code: data that the code reads as an array of 4-byte elements and
+//! whose elements are printable is `data` evidence, whatever bytes surround it (the `data`
+//! analysis of [`super::data`] needs the printable run to start and end on 4-byte boundaries,
+//! which a table between two strings does not). The analysers report each table's address:
+//! x86 `[table+reg*4]` (an absolute address), x64 `[reg+reg*4+d]` where the base register holds
+//! an address taken with `lea reg, [rip+...]` (MSVC's `__ImageBase` plus the table's RVA as `d`
+//! included), ARM64 `LDR Wt, [Xn, Xm, LSL #2]` where Xn holds an `ADRP`+`ADD` address. A string
+//! is passed by address but rarely read 4 bytes at a time by index, so few strings pass.
+//!
+//! A table is the aligned printable words from a referenced address up to the next referenced
+//! address. It is left out when it is text: it stops at a word whose first byte is printable
+//! and a later one is not (a string ending in that word), or at a NUL followed by three
+//! printable bytes (a string ending just before, another packed after it); or when it spells an
+//! imported name. A string of a multiple of 4 characters followed by padding passes for a table.
+
+use std::collections::HashSet;
+
+use super::Findings;
+use super::image::Image;
+use crate::tag::is_printable;
+
+/// Addresses kept per image at most.
+const MAX_REFERENCES: usize = 1 << 16;
+/// Elements read per table at most.
+const MAX_ELEMENTS: usize = 256;
+
+/// The addresses the code of one image takes.
+#[derive(Default)]
+pub struct References {
+    rvas: Vec<u32>,
+}
+
+impl References {
+    /// The code reads a table of 4-byte elements at `rva`.
+    pub fn add(&mut self, rva: u32) {
+        if self.rvas.len() < MAX_REFERENCES {
+            self.rvas.push(rva);
+        }
+    }
+
+    /// Records the elements of every referenced table in initialized data as `data` evidence,
+    /// unless they spell one of `import_names`.
+    pub fn analyse(
+        mut self,
+        image: &Image,
+        import_names: &HashSet<&[u8]>,
+        findings: &mut Findings,
+    ) {
+        self.rvas.sort_unstable();
+        self.rvas.dedup();
+        for (i, &rva) in self.rvas.iter().enumerate() {
+            let Some((section, offset)) = image.section_at(rva) else {
+                continue;
+            };
+            if rva % 4 != 0 || !section.initialized_data || section.executable {
+                continue;
+            }
+            let next = self
+                .rvas
+                .get(i + 1)
+                .map_or(usize::MAX, |&n| (n - rva) as usize);
+            let limit = section.data.len().min(offset.saturating_add(next));
+            let words = section.data[offset..limit]
+                .chunks_exact(4)
+                .take(MAX_ELEMENTS);
+            let mut table = 0;
+            let mut text = false;
+            for word in words {
+                if word.iter().all(|&b| is_printable(b)) {
+                    table += 1;
+                } else {
+                    // A string ends in this word, or ended just before it and another starts.
+                    text = is_printable(word[0])
+                        || (word[0] == 0 && word[1..].iter().all(|&b| is_printable(b)));
+                    break;
+                }
+            }
+            let bytes = &section.data[offset..offset + 4 * table];
+            if table == 0 || text || import_names.contains(bytes) {
+                continue;
+            }
+            for word in bytes.chunks_exact(4) {
+                findings.data(u32::from_le_bytes([word[0], word[1], word[2], word[3]]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::Evidence;
+    use crate::extract::image::{Arch, Section};
+    use std::collections::HashMap;
+
+    fn levels(rdata: &[u8], references: &[u32]) -> Vec<String> {
+        let image = Image {
+            arch: Arch::X64,
+            image_base: 0x1_4000_0000,
+            sections: vec![Section {
+                name: ".rdata".into(),
+                rva: 0x2000,
+                data: rdata,
+                executable: false,
+                initialized_data: true,
+            }],
+            imports: HashMap::new(),
+            exported_apis: HashMap::new(),
+            export_names: Vec::new(),
+            function_starts: Vec::new(),
+        };
+        let mut found = References::default();
+        for &rva in references {
+            found.add(rva);
+        }
+        let mut findings = Findings::default();
+        found.analyse(
+            &image,
+            &HashSet::from([&b"ntoskrnl.exe"[..]]),
+            &mut findings,
+        );
+        let mut tags: Vec<String> = findings
+            .levels
+            .iter()
+            .inspect(|(_, level)| assert_eq!(**level, Evidence::Data))
+            .map(|(tag, _)| tag.to_string())
+            .collect();
+        tags.sort();
+        tags
+    }
+
+    #[test]
+    fn a_referenced_table_between_strings_is_data() {
+        let rdata = b"Hello, world\0abcTb01Tb02Tb03Tb04see you\0";
+        // The table at 0x10, the strings at 0x0 and 0x20 referenced too.
+        assert_eq!(
+            levels(rdata, &[0x2000, 0x2010, 0x2020]),
+            ["Tb01", "Tb02", "Tb03", "Tb04"]
+        );
+        // Not referenced: nothing.
+        assert_eq!(levels(rdata, &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn referenced_strings_and_import_names_are_not_tables() {
+        // "Hello, world" runs into its NUL mid-word; unaligned; an import name.
+        assert_eq!(
+            levels(b"Hello, world!\0\0\0", &[0x2000]),
+            Vec::<String>::new()
+        );
+        assert_eq!(levels(b"\0\0Tb01Tb02\0\0", &[0x2002]), Vec::<String>::new());
+        assert_eq!(
+            levels(b"ntoskrnl.exe\0\0\0\0", &[0x2000]),
+            Vec::<String>::new()
+        );
+        // Outside any section, past its end, or in the last bytes: harmless.
+        assert_eq!(
+            levels(b"Tb0", &[0x2000, 0x9000, u32::MAX]),
+            Vec::<String>::new()
+        );
+    }
+}
