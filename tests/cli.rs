@@ -224,8 +224,8 @@ fn json_follows_the_contract() {
     ] {
         let path = s.path(&format!("{build}/wrapper.sys"));
         expected.push(format!(
-            "{{\"kind\":\"file\",\"tag\":\"4Wr2\",\"host\":{},\"path\":{},\"evidence\":\"arg\",\
-             \"sites\":[{{\"rva\":{rva},\"section\":\".text\"}}],\"sha256\":\"{}\",\
+            "{{\"kind\":\"file\",\"tag\":\"4Wr2\",\"host\":{},\"path\":{},\"evidence\":\"call\",\
+             \"sites\":[{{\"api\":\"ExAllocatePoolWithTag\",\"rva\":{rva},\"section\":\".text\"}}],\"sha256\":\"{}\",\
              \"machine\":\"{machine}\",\"company\":null,\"description\":null,\"version\":null}}",
             serde_json::to_string(&host).unwrap(),
             serde_json::to_string(&path).unwrap(),
