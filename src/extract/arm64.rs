@@ -22,6 +22,12 @@
 //! code placed after an unconditional branch (an error path, a `switch` default) still knows the
 //! callee-saved registers that hold hoisted IAT entries.
 //!
+//! At each function start (see [`super::summary`]) w0..w7 are marked as the incoming arguments,
+//! and the stack is followed for -O0 code: `sub sp`/`add sp`, pre/post-index writebacks, x29 set
+//! from sp, and `STR`/`STUR`/`STP` of a 4- or 8-byte register through sp or x29 fill a slot that
+//! `LDR`/`LDUR`/`LDP` reload; `RET` and `BR` end it. A call keeps only the slots holding an
+//! incoming argument.
+//!
 //! At a call (`BL`, `BLR`) or a tail jump (`B`, `BR`) to a known tag-taking API, through a
 //! register holding an IAT slot or a `BL`/`B` to an `ADRP; LDR; BR` thunk, the tag argument
 //! `w(n-1)` holding a complete 32-bit value is a `call` site. At a call to anything else, each of
@@ -131,6 +137,123 @@ type Registers = [Value; 31];
 
 /// Incoming arguments marked at a function start: w0..w7.
 const ARGUMENTS: u8 = 8;
+/// Stack slots tracked at most.
+const MAX_SLOTS: usize = 64;
+
+/// The stack of the function being read, for -O0 code, which stores every argument into its
+/// frame and reloads it: the stack pointer and x29 as offsets from the stack pointer at the
+/// function's entry (when known), and the 4- and 8-byte slots holding a known value, by offset
+/// from the same point.
+#[derive(Clone, Debug, Default)]
+struct Stack {
+    sp: Option<i64>,
+    fp: Option<i64>,
+    slots: Vec<(i64, Value)>,
+}
+
+impl Stack {
+    /// The offset of `[base + offset]` (base 31 is sp, 29 is x29).
+    fn at(&self, base: u8, offset: i64) -> Option<i64> {
+        match base {
+            31 => self.sp.map(|sp| sp + offset),
+            29 => self.fp.map(|fp| fp + offset),
+            _ => None,
+        }
+    }
+
+    fn slot(&self, at: i64) -> Value {
+        self.slots
+            .iter()
+            .find(|(o, _)| *o == at)
+            .map_or(Value::Unknown, |(_, v)| *v)
+    }
+
+    /// A `size`-byte store at `at` of `value` (`Unknown` for what is not tracked).
+    fn store(&mut self, at: i64, size: i64, value: Value) {
+        self.slots.retain(|(o, _)| *o + 8 <= at || *o >= at + size);
+        if value != Value::Unknown && self.slots.len() < MAX_SLOTS {
+            self.slots.push((at, value));
+        }
+    }
+}
+
+/// A load or store `decode` leaves to `Op::Other`, as the stack tracking reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Access {
+    load: bool,
+    /// Bytes per register.
+    size: i64,
+    rt: u8,
+    /// The second register of a pair.
+    rt2: Option<u8>,
+    rn: u8,
+    /// The offset the access uses (0 for post-index).
+    offset: i64,
+    /// What the base register moves by (pre- and post-index).
+    writeback: i64,
+}
+
+/// Reads the loads and stores of general-purpose registers with an immediate offset: `LDR`/`STR`
+/// (unsigned offset), `LDUR`/`STUR` and their pre/post-index forms, `LDP`/`STP`.
+fn access(word: u32) -> Option<Access> {
+    let size_log = bits(word, 30, 2);
+    let rt = reg(word, 0);
+    let rn = reg(word, 5);
+    if word & 0x3F00_0000 == 0x3900_0000 {
+        let opc = bits(word, 22, 2);
+        return (opc <= 1).then(|| Access {
+            load: opc == 1,
+            size: 1 << size_log,
+            rt,
+            rt2: None,
+            rn,
+            offset: i64::from(bits(word, 10, 12)) << size_log,
+            writeback: 0,
+        });
+    }
+    if word & 0x3F20_0000 == 0x3800_0000 {
+        let opc = bits(word, 22, 2);
+        let imm9 = sign_extend(bits(word, 12, 9), 9);
+        let (offset, writeback) = match bits(word, 10, 2) {
+            0b00 => (imm9, 0),
+            0b01 => (0, imm9),
+            0b11 => (imm9, imm9),
+            _ => return None,
+        };
+        return (opc <= 1).then_some(Access {
+            load: opc == 1,
+            size: 1 << size_log,
+            rt,
+            rt2: None,
+            rn,
+            offset,
+            writeback,
+        });
+    }
+    if word & 0x3E00_0000 == 0x2800_0000 && bits(word, 23, 2) != 0 {
+        let size = match bits(word, 30, 2) {
+            0b00 => 4,
+            0b10 => 8,
+            _ => return None,
+        };
+        let imm7 = sign_extend(bits(word, 15, 7), 7) * size;
+        let (offset, writeback) = match bits(word, 23, 2) {
+            0b01 => (0, imm7),
+            0b10 => (imm7, 0),
+            _ => (imm7, imm7),
+        };
+        return Some(Access {
+            load: bits(word, 22, 1) == 1,
+            size,
+            rt,
+            rt2: Some(reg(word, 10)),
+            rn,
+            offset,
+            writeback,
+        });
+    }
+    None
+}
 
 /// What a call or jump goes to.
 enum Callee {
@@ -172,6 +295,7 @@ struct Analysis<'a, 'data> {
     image: &'a Image<'data>,
     section: &'a Section<'data>,
     registers: Registers,
+    stack: Stack,
     /// The function being read (its entry RVA), once a start was passed.
     function: Option<u32>,
     /// The next function start of the linear pass (see [`Summaries::start_at`]).
@@ -197,6 +321,7 @@ pub fn analyse(
         image,
         section,
         registers: [Value::Unknown; 31],
+        stack: Stack::default(),
         function: None,
         cursor: summaries.first_start(section.rva),
         summaries,
@@ -212,7 +337,12 @@ pub fn analyse(
         }
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
         analysis.table_load(word);
+        let access = access(word);
+        let stored = access.filter(|a| !a.load).map(|a| analysis.stored(a));
         analysis.step(decode(word), offset);
+        if let Some(access) = access {
+            analysis.track_stack(access, stored);
+        }
     }
 }
 
@@ -252,6 +382,10 @@ impl Analysis<'_, '_> {
         self.function = Some(rva);
         self.pending.clear();
         self.clear();
+        self.stack = Stack {
+            sp: Some(0),
+            ..Stack::default()
+        };
         for n in 0..ARGUMENTS {
             self.set(n, Value::Argument(n));
         }
@@ -351,6 +485,9 @@ impl Analysis<'_, '_> {
     }
 
     fn set(&mut self, r: u8, value: Value) {
+        if r == 29 {
+            self.stack.fp = None;
+        }
         if let Some(slot) = self.registers.get_mut(usize::from(r)) {
             *slot = value;
         }
@@ -372,6 +509,9 @@ impl Analysis<'_, '_> {
     }
 
     fn forget(&mut self, writes: u32) {
+        if writes & (1 << 29) != 0 {
+            self.stack.fp = None;
+        }
         for (r, value) in self.registers.iter_mut().enumerate() {
             if writes & (1 << r) != 0 {
                 *value = Value::Unknown;
@@ -451,7 +591,7 @@ impl Analysis<'_, '_> {
             Op::AddSub {
                 x,
                 sub,
-                flags: _,
+                flags,
                 rd,
                 rn,
                 imm,
@@ -476,6 +616,23 @@ impl Analysis<'_, '_> {
                 };
                 let value = if x { value } else { value.w() };
                 self.define(rd, value, false);
+                // The stack pointer and the frame pointer, as offsets from the entry's sp.
+                let delta = if sub {
+                    -i64::from(imm as u32)
+                } else {
+                    i64::from(imm as u32)
+                };
+                let base = match rn {
+                    31 => self.stack.sp,
+                    29 => self.stack.fp,
+                    _ => None,
+                };
+                let moved = base.filter(|_| x && !flags).map(|b| b + delta);
+                match rd {
+                    31 if !flags => self.stack.sp = moved,
+                    29 => self.stack.fp = moved,
+                    _ => {}
+                }
             }
             Op::Logical {
                 x,
@@ -556,8 +713,12 @@ impl Analysis<'_, '_> {
                 let callee = self.register_callee(rn);
                 self.at_call(callee, rva, true);
                 self.clear();
+                self.stack = Stack::default();
             }
-            Op::Ret { .. } | Op::Stop => self.clear(),
+            Op::Ret { .. } | Op::Stop => {
+                self.clear();
+                self.stack = Stack::default();
+            }
             Op::CondBranch { offset: distance } => self.branch(offset, distance),
             Op::Other { writes } => self.forget(writes),
         }
@@ -566,6 +727,53 @@ impl Analysis<'_, '_> {
     /// After a call: the registers a callee may change (x0..x18, and x30 the link register).
     fn after_call(&mut self) {
         self.forget(0x4007_FFFF);
+        // A callee cannot reach its caller's frame: spilled arguments stay.
+        self.stack
+            .slots
+            .retain(|(_, value)| matches!(value, Value::Argument(_)));
+    }
+
+    /// The values a store writes: its register(s), read before the instruction.
+    fn stored(&self, access: Access) -> (Value, Value) {
+        let value = |r: u8| {
+            let value = self.register_or_zero(r);
+            if access.size == 4 { value.w() } else { value }
+        };
+        (value(access.rt), access.rt2.map_or(Value::Unknown, value))
+    }
+
+    /// A load or store through the stack pointer or x29: a store of a 4- or 8-byte register
+    /// fills a slot, a load from a known slot fills the register; a pre/post-index access
+    /// moves the stack pointer.
+    fn track_stack(&mut self, access: Access, stored: Option<(Value, Value)>) {
+        let at = self.stack.at(access.rn, access.offset);
+        let wide = access.size == 4 || access.size == 8;
+        let registers = [Some(access.rt), access.rt2];
+        for (i, r) in registers.into_iter().enumerate() {
+            let (Some(r), Some(at)) = (r, at) else {
+                continue;
+            };
+            let at = at + i as i64 * access.size;
+            match stored {
+                Some((first, second)) => {
+                    let value = if i == 0 { first } else { second };
+                    let value = if wide { value } else { Value::Unknown };
+                    self.stack.store(at, access.size, value);
+                }
+                None if wide && r < 31 => {
+                    let value = self.stack.slot(at);
+                    self.set(r, if access.size == 4 { value.w() } else { value });
+                }
+                None => {}
+            }
+        }
+        if access.writeback != 0 {
+            match access.rn {
+                31 => self.stack.sp = self.stack.sp.map(|sp| sp + access.writeback),
+                29 => self.stack.fp = None,
+                _ => {}
+            }
+        }
     }
 
     /// Records what a call, or a jump when `tail`, passes; false for a plain jump.
@@ -1741,6 +1949,49 @@ mod tests {
         ]);
         assert_eq!(sites(&f), [call("AcH1", "ExAllocatePoolWithTag", 0x08)]);
         assert_eq!(f.sites[0].via, [TEXT + 0x10, TEXT + 0x2c]);
+    }
+
+    #[test]
+    fn an_o0_wrapper_spills_its_arguments_and_reloads_them() {
+        // clang -O0: MyAlloc(size, tag) stores x0 through x29 and w1 through sp, reloads both
+        // (encodings from `llvm-mc --triple=aarch64 -show-encoding`).
+        let wrapper = |store_tag: u32| {
+            run(&[
+                movz_w(1, lo("AoZ1"), 0),
+                movk_w(1, hi("AoZ1"), 16),
+                bl(0x8), // 0x08 -> 0x10
+                RET,
+                0xD100_83FF, // 0x10: sub sp, sp, #32
+                0xA901_7BFD, // stp x29, x30, [sp, #16]
+                0x9100_43FD, // add x29, sp, #16
+                0xF81F_83A0, // stur x0, [x29, #-8]
+                store_tag,
+                0xF85F_83A1, // ldur x1, [x29, #-8]
+                0xB940_07E2, // ldr w2, [sp, #4]
+                movz_w(0, 1, 0),
+                adrp(8, 1),
+                ldr_x(8, 8, ALLOC - 0x2000),
+                blr(8),      // 0x38
+                0xA941_7BFD, // ldp x29, x30, [sp, #16]
+                0x9100_83FF, // add sp, sp, #32
+                RET,
+            ])
+        };
+        for store_tag in [
+            0xB900_07E1, // str w1, [sp, #4]
+            0xB81F_43A1, // stur w1, [x29, #-12]: the same slot
+        ] {
+            let f = wrapper(store_tag);
+            assert_eq!(
+                sites(&f),
+                [call("AoZ1", "ExAllocatePoolWithTag", 0x08)],
+                "{store_tag:#x}"
+            );
+            assert_eq!(f.sites[0].via, [TEXT + 0x10]);
+        }
+        // Stored elsewhere, reloaded from the slot: not the tag.
+        let f = wrapper(0xB900_0BE1); // str w1, [sp, #8]
+        assert_eq!(sites(&f), []);
     }
 
     #[test]
