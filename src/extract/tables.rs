@@ -7,11 +7,9 @@
 //! included), ARM64 `LDR Wt, [Xn, Xm, LSL #2]` where Xn holds an `ADRP`+`ADD` address. A string
 //! is passed by address but rarely read 4 bytes at a time by index, so few strings pass.
 //!
-//! A table is the aligned printable words from a referenced address up to the next referenced
-//! address. It is left out when it is text: it stops at a word whose first byte is printable
-//! and a later one is not (a string ending in that word), or at a NUL followed by three
-//! printable bytes (a string ending just before, another packed after it); or when it spells an
-//! imported name. A string of a multiple of 4 characters followed by padding passes for a table.
+//! A table is the aligned printable words from its address up to the first word that is not
+//! (or the next table), unless they spell a name the image imports or exports. Text right after
+//! the table's last element passes for more elements: nothing tells where the table ends.
 
 use std::collections::HashSet;
 
@@ -63,20 +61,11 @@ impl References {
             let words = section.data[offset..limit]
                 .chunks_exact(4)
                 .take(MAX_ELEMENTS);
-            let mut table = 0;
-            let mut text = false;
-            for word in words {
-                if word.iter().all(|&b| is_printable(b)) {
-                    table += 1;
-                } else {
-                    // A string ends in this word, or ended just before it and another starts.
-                    text = is_printable(word[0])
-                        || (word[0] == 0 && word[1..].iter().all(|&b| is_printable(b)));
-                    break;
-                }
-            }
+            let table = words
+                .take_while(|word| word.iter().all(|&b| is_printable(b)))
+                .count();
             let bytes = &section.data[offset..offset + 4 * table];
-            if table == 0 || text || import_names.contains(bytes) {
+            if import_names.contains(bytes) {
                 continue;
             }
             for word in bytes.chunks_exact(4) {
@@ -131,10 +120,12 @@ mod tests {
 
     #[test]
     fn a_referenced_table_between_strings_is_data() {
-        let rdata = b"Hello, world\0abcTb01Tb02Tb03Tb04see you\0";
-        // The table at 0x10, the strings at 0x0 and 0x20 referenced too.
+        let rdata = b"Hello, world\0abcTb01Tb02Tb03Tb04\nsee you\0";
+        // The table at 0x10, in one printable run with the text before it.
+        assert_eq!(levels(rdata, &[0x2010]), ["Tb01", "Tb02", "Tb03", "Tb04"]);
+        // Up to the next table.
         assert_eq!(
-            levels(rdata, &[0x2000, 0x2010, 0x2020]),
+            levels(rdata, &[0x2010, 0x2018]),
             ["Tb01", "Tb02", "Tb03", "Tb04"]
         );
         // Not referenced: nothing.
@@ -142,12 +133,12 @@ mod tests {
     }
 
     #[test]
-    fn referenced_strings_and_import_names_are_not_tables() {
-        // "Hello, world" runs into its NUL mid-word; unaligned; an import name.
+    fn text_after_a_table_passes_for_elements_and_names_are_not_tables() {
         assert_eq!(
-            levels(b"Hello, world!\0\0\0", &[0x2000]),
-            Vec::<String>::new()
+            levels(b"Tb01Tb02after\n\0\0", &[0x2000]),
+            ["Tb01", "Tb02", "afte"]
         );
+        // Unaligned; an import name.
         assert_eq!(levels(b"\0\0Tb01Tb02\0\0", &[0x2002]), Vec::<String>::new());
         assert_eq!(
             levels(b"ntoskrnl.exe\0\0\0\0", &[0x2000]),
