@@ -25,8 +25,7 @@
 //! At each function start (see [`super::summary`]) w0..w7 are marked as the incoming arguments,
 //! and the stack is followed for -O0 code: `sub sp`/`add sp`, pre/post-index writebacks, x29 set
 //! from sp, and `STR`/`STUR`/`STP` of a 4- or 8-byte register through sp or x29 fill a slot that
-//! `LDR`/`LDUR`/`LDP` reload; `RET` and `BR` end it. A call keeps only the slots holding an
-//! incoming argument.
+//! `LDR`/`LDUR`/`LDP` reload; `RET` ends it. A call keeps the slots.
 //!
 //! At a call (`BL`, `BLR`) or a tail jump (`B`, `BR`) to a known tag-taking API, through a
 //! register holding an IAT slot or a `BL`/`B` to an `ADRP; LDR; BR` thunk, the tag argument
@@ -66,6 +65,9 @@ enum Value {
     Import(u32),
     /// Incoming argument N (x0..x7) of the function being read.
     Argument(u8),
+    /// The address of an element of a 4-byte table at this virtual address
+    /// (`add xd, xn, xm, lsl #2` with xn holding the table's address).
+    Element(u64),
 }
 
 const ALL_KNOWN: u8 = 0b1111;
@@ -278,7 +280,8 @@ pub fn call_targets<'s>(
             let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
             let (offset, start) = match decode(word) {
                 Op::Bl { offset } => (offset, Start::Called),
-                Op::B { offset } => (offset, Start::Jumped),
+                // clang -O0 ends a block with a `b` to the next instruction: no function there.
+                Op::B { offset } if offset != 4 => (offset, Start::Jumped),
                 _ => return None,
             };
             let rva = section.rva.wrapping_add(4 * index as u32);
@@ -336,12 +339,15 @@ pub fn analyse(
             analysis.join(offset);
         }
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        analysis.table_load(word);
+        let element = analysis.table_load(word);
         let access = access(word);
         let stored = access.filter(|a| !a.load).map(|a| analysis.stored(a));
         analysis.step(decode(word), offset);
         if let Some(access) = access {
             analysis.track_stack(access, stored);
+        }
+        if let Some((rd, value)) = element {
+            analysis.set(rd, value);
         }
     }
 }
@@ -367,12 +373,17 @@ impl Analysis<'_, '_> {
 
     /// At a function start, marks the incoming arguments w0..w7; true when it did. A start
     /// that is only a jump target counts where straight-line code ended (after a return, a
-    /// jump): branches to it are then tail calls, not jumps inside a function.
+    /// jump) outside a frame: branches to it are then tail calls, not jumps inside a function.
     fn start(&mut self, offset: usize) -> bool {
         let rva = self.rva(offset);
         let entered = match self.summaries.start_at(&mut self.cursor, rva) {
             Some(Start::Declared | Start::Called) => true,
-            Some(Start::Jumped) => self.registers.iter().all(|v| *v == Value::Unknown),
+            // Not inside a frame either: -O0 code jumps to labels after a `b`.
+            Some(Start::Jumped) => {
+                self.registers.iter().all(|v| *v == Value::Unknown)
+                    && self.stack.slots.is_empty()
+                    && self.stack.sp.unwrap_or(0) == 0
+            }
             None => false,
         };
         if !entered {
@@ -392,15 +403,26 @@ impl Analysis<'_, '_> {
         true
     }
 
-    /// `LDR Wt, [Xn, Xm|Wm, LSL|UXTW #2]` with Xn holding an address reads a table of 4-byte
-    /// elements there.
-    fn table_load(&mut self, word: u32) {
-        if word & 0xFFE0_1C00 == 0xB860_1800
-            && let Value::Address(va) = self.register(reg(word, 5))
-            && let Some(rva) = self.image.rva_of_va(va)
-        {
+    /// Reads of a table of 4-byte elements: `LDR Wt, [Xn, Xm|Wm, LSL|UXTW #2]` with Xn holding
+    /// the table's address, or `ADD Xd, Xn, Xm, LSL #2` (or `Wm, UXTW #2`), which makes Xd an
+    /// element's address, then `LDR Wt, [Xd, #offset]` (clang), the table at the address plus
+    /// the offset. Called before the instruction's own effect; returns the value an `ADD` of
+    /// the second form gives its destination.
+    fn table_load(&mut self, word: u32) -> Option<(u8, Value)> {
+        let indexed = word & 0xFFE0_1C00 == 0xB860_1800;
+        let element = word & 0xFFE0_FC00 == 0x8B00_0800 || word & 0xFFE0_FC00 == 0x8B20_4800;
+        let offset_load =
+            access(word).filter(|a| a.load && a.size == 4 && a.rt2.is_none() && a.writeback == 0);
+        let table = match (self.register(reg(word, 5)), offset_load) {
+            (Value::Address(va), _) if indexed => Some(va),
+            (Value::Element(va), Some(a)) => Some(va.wrapping_add(a.offset as u64)),
+            (Value::Address(va), _) if element => return Some((reg(word, 0), Value::Element(va))),
+            _ => None,
+        };
+        if let Some(rva) = table.and_then(|va| self.image.rva_of_va(va)) {
             self.references.add(rva);
         }
+        None
     }
 
     /// What a `BL`/`B` to `target` goes to.
@@ -710,10 +732,10 @@ impl Analysis<'_, '_> {
                 self.clear();
             }
             Op::Br { rn } => {
+                // The stack stays: a `br` through a jump table continues the function.
                 let callee = self.register_callee(rn);
                 self.at_call(callee, rva, true);
                 self.clear();
-                self.stack = Stack::default();
             }
             Op::Ret { .. } | Op::Stop => {
                 self.clear();
@@ -726,11 +748,10 @@ impl Analysis<'_, '_> {
 
     /// After a call: the registers a callee may change (x0..x18, and x30 the link register).
     fn after_call(&mut self) {
+        // The stack slots stay: arguments travel in registers (the analysis reads no stack
+        // arguments), so the frame holds locals a callee cannot reach (-O0 code spills an IAT
+        // entry there across calls).
         self.forget(0x4007_FFFF);
-        // A callee cannot reach its caller's frame: spilled arguments stay.
-        self.stack
-            .slots
-            .retain(|(_, value)| matches!(value, Value::Argument(_)));
     }
 
     /// The values a store writes: its register(s), read before the instruction.
@@ -780,7 +801,10 @@ impl Analysis<'_, '_> {
     fn at_call(&mut self, callee: Callee, rva: u32, tail: bool) -> bool {
         match callee {
             Callee::Api(api) => {
+                // An import thunk (`adrp; ldr; br`) is no use of the API of its own.
+                let thunk = self.function.is_some_and(|f| self.thunk_slot(f).is_some());
                 let value = match api.tag {
+                    None if thunk => Value::Unknown,
                     None => Value::constant(u64::from(UNTAGGED)),
                     Some(tag) => usize::from(tag.number)
                         .checked_sub(1)

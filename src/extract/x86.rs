@@ -269,16 +269,17 @@ enum Callee {
     Unknown,
 }
 
-/// The direct call and jump targets (`E8`/`E9 rel32`) of `code`, the start of `section`,
-/// found by scanning its bytes (a linear decoding would cost as much as the analysis): a byte
-/// that is not the start of an instruction rarely gives a target in an executable section, and
-/// then only matters if the decoding reaches that target.
+/// The direct call and jump targets (`E8`/`E9 rel32`, `EB rel8`) of `code`, the start of
+/// `section`, found by scanning its bytes (a linear decoding would cost as much as the
+/// analysis): a byte that is not the start of an instruction rarely gives a target in an
+/// executable section, and then only matters if the decoding reaches that target. gcc tail-jumps
+/// to a nearby function with a short jump.
 pub fn call_targets<'i>(
     image: &'i Image,
     section: &'i Section,
     code: &'i [u8],
 ) -> impl Iterator<Item = (u32, Start)> + 'i {
-    memchr::memchr2_iter(0xE8, 0xE9, code).filter_map(move |offset| {
+    let near = memchr::memchr2_iter(0xE8, 0xE9, code).filter_map(move |offset| {
         let bytes = code.get(offset..offset + 5)?;
         let next = section.rva.wrapping_add(offset as u32 + 5);
         let target =
@@ -294,7 +295,17 @@ pub fn call_targets<'i>(
             .is_some_and(|o| (o as usize) < code.len());
         (inside || image.section_at(target).is_some_and(|(s, _)| s.executable))
             .then_some((target, start))
-    })
+    });
+    let short = memchr::memchr_iter(0xEB, code).filter_map(move |offset| {
+        // A jump to the next instruction starts no function.
+        let displacement = i64::from(*code.get(offset + 1)? as i8);
+        if displacement == 0 {
+            return None;
+        }
+        let target = usize::try_from(offset as i64 + 2 + displacement).ok()?;
+        (target < code.len()).then(|| (section.rva.wrapping_add(target as u32), Start::Jumped))
+    });
+    near.chain(short)
 }
 
 /// The analysis of one section.
@@ -486,21 +497,28 @@ impl Analysis<'_, '_> {
         }
     }
 
-    /// A memory operand `[base+index*4+d]` reads a table of 4-byte elements: at `d` on x86 with
-    /// no base, at the base register's address plus `d` on x64.
+    /// A memory operand reads a table of 4-byte elements: x86 `[table+reg*4]`; x64 a 4-byte
+    /// load from `[base+index*k+d]` where the base, or the unscaled index (gcc -O0 scales the
+    /// other register itself), holds an address taken with `lea reg, [rip+...]`.
     fn record_table(&mut self, instruction: &Instruction) {
-        if instruction.memory_index() == Register::None || instruction.memory_index_scale() != 4 {
+        let index = instruction.memory_index();
+        if index == Register::None {
             return;
         }
+        let scale = instruction.memory_index_scale();
         let table = match (self.convention.bitness, instruction.memory_base()) {
-            (32, Register::None) => self.rva(u64::from(instruction.memory_displacement32())),
-            (64, base) => match self.state.register(base) {
-                Value::Address(rva) => {
-                    let displacement = self.displacement(instruction.memory_displacement64());
-                    u32::try_from(i64::from(rva) + displacement).ok()
-                }
-                _ => None,
-            },
+            (32, Register::None) if scale == 4 => {
+                self.rva(u64::from(instruction.memory_displacement32()))
+            }
+            (64, base) if instruction.memory_size().size() == 4 => {
+                let address = match (self.state.register(base), self.state.register(index)) {
+                    (Value::Address(rva), _) => Some(rva),
+                    (_, Value::Address(rva)) if scale == 1 => Some(rva),
+                    _ => None,
+                };
+                let displacement = self.displacement(instruction.memory_displacement64());
+                address.and_then(|rva| u32::try_from(i64::from(rva) + displacement).ok())
+            }
             _ => None,
         };
         if let Some(rva) = table {
@@ -826,6 +844,11 @@ impl Analysis<'_, '_> {
         slot
     }
 
+    /// Whether the function being read is an import thunk.
+    fn in_thunk(&mut self) -> bool {
+        self.function.is_some_and(|f| self.thunk_slot(f).is_some())
+    }
+
     /// Argument `n` where a call sees it; at a jump (`tail`) the return address is still on
     /// the stack, one pointer above the arguments.
     fn argument(&self, n: usize, tail: bool) -> Value {
@@ -844,6 +867,9 @@ impl Analysis<'_, '_> {
         match callee {
             Callee::Api(api) => {
                 let value = match self.convention.tag_argument(api) {
+                    // An import thunk (`jmp [IAT]`, alone or at a function start) is no use of
+                    // the API of its own.
+                    None if tail && (self.state.is_empty() || self.in_thunk()) => Value::Unknown,
                     None => Value::Immediate(UNTAGGED),
                     Some(n) => self.argument(usize::from(n), tail),
                 };
@@ -1345,7 +1371,11 @@ mod tests {
             let untagged = p.import("ExAllocatePool");
             let quota = p.import("ExAllocatePoolWithQuota");
             p.asm.call(untagged).unwrap();
+            // MyQuotaAlloc(size) { return ExAllocatePoolWithQuota(PagedPool, size); }
+            p.asm.mov(ecx, 1).unwrap();
             p.asm.jmp(quota).unwrap();
+            // A linker's import thunk: no use of the API of its own.
+            p.asm.jmp(untagged).unwrap();
             let f = p.run();
             assert_eq!(
                 sites(&f),
