@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pooltag::extract::{Evidence, Findings, analyse};
 
-const DRIVERS: [&str; 10] = [
+const DRIVERS: [&str; 12] = [
     "basic",
     "freediff",
     "lookaside",
@@ -18,10 +18,12 @@ const DRIVERS: [&str; 10] = [
     "fltndis",
     "obref",
     "tailcall",
+    "chains",
+    "kexport",
 ];
 
-/// (fixture, tag, role, api) rows of tags.tsv.
-fn source_rows() -> Vec<(String, String, String, String)> {
+/// (fixture, tag, role, api, note) rows of tags.tsv.
+fn source_rows() -> Vec<(String, String, String, String, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tags.tsv");
     std::fs::read_to_string(path)
         .unwrap()
@@ -29,16 +31,27 @@ fn source_rows() -> Vec<(String, String, String, String)> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            (f[0].into(), f[1].into(), f[3].into(), f[4].into())
+            (
+                f[0].into(),
+                f[1].into(),
+                f[3].into(),
+                f[4].into(),
+                f.get(6).copied().unwrap_or_default().into(),
+            )
         })
         .collect()
 }
 
+/// The analysis of a fixture driver: in `bin/`, or in `extra/` (the fixtures added with function
+/// summaries and the arm64-O0 builds, kept apart from the files the CLI tests count).
 fn findings(build: &str, fixture: &str) -> Findings {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/bin")
-        .join(build)
-        .join(format!("{fixture}.sys"));
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let name = format!("{fixture}.sys");
+    let path = ["bin", "extra"]
+        .iter()
+        .map(|dir| fixtures.join(dir).join(build).join(&name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{build}/{name} in neither bin/ nor extra/"));
     analyse(&std::fs::read(path).unwrap())
 }
 
@@ -63,38 +76,54 @@ fn sites_at(findings: &Findings, level: Evidence) -> BTreeSet<(String, String, u
 ///   is computed arithmetically and the switch reads a table, so no other arm reaches a call;
 ///   the switch default 5Sdf is the straight-line value where the cases join (each case jumps
 ///   there with its own tag, so no other case's tag is pinned to the call);
-/// - table: the tags are loaded from a const table in .rdata (`data` level); clang unrolls the
-///   ARM64 loop and builds each tag in the register (`call`);
-/// - cond on ARM64: `csel` picks the ternary's tag from two registers, and the switch indexes a
-///   .rdata table, so only the default case's tag 5Sdf reaches the call.
+/// - table: the tags are loaded from a const table in .rdata (`data` level); clang -O2 unrolls
+///   the ARM64 loop and builds each tag in the register (`call`);
+/// - cond on ARM64: `csel` picks the ternary's tag from two registers (-O0 too), and the switch
+///   indexes a .rdata table (-O2) or stores each case's tag to a local before the join (-O0: the
+///   default case falls through to it), so only the default case's tag 5Sdf reaches the call;
+/// - chains: see below.
 fn expected_calls(
     build: &str,
     fixture: &str,
-    rows: &[(String, String, String, String)],
+    rows: &[(String, String, String, String, String)],
 ) -> BTreeSet<(String, String, usize)> {
     let optimized = build.ends_with("O2");
     let arm64 = build.starts_with("arm64");
     let mut expected: BTreeSet<(String, String, usize)> = rows
         .iter()
-        .filter(|(f, _, _, _)| f == fixture)
-        .filter_map(|(_, tag, role, api)| match role.as_str() {
+        .filter(|(f, _, _, _, _)| f == fixture)
+        .filter_map(|(_, tag, role, api, note)| match role.as_str() {
             // PROTECTED_POOL is cleared: the protected tag 0Pp\xb1 is the tag 0Pp1.
             "api" | "protected" => Some((tag.clone(), api.clone(), 0)),
             "wrapper" => Some((tag.clone(), "ExAllocatePoolWithTag".into(), 1)),
             "inline" => Some((tag.clone(), api.clone(), usize::from(!optimized))),
+            // The note names the chain of functions: "First>Second: ...".
+            "wrapped" => {
+                let chain = note.split(':').next().unwrap_or_default();
+                Some((tag.clone(), api.clone(), chain.split('>').count()))
+            }
+            "untagged" => Some((tag.clone(), api.clone(), 0)),
             _ => None,
         })
         .collect();
     match fixture {
         "cond" => {
             expected.insert(("5Sdf".into(), "ExAllocatePoolWithTag".into(), 0));
-            if !optimized {
+            if !optimized && !arm64 {
                 expected.insert(("5Cb9".into(), "ExAllocatePoolWithTag".into(), 0));
             }
         }
-        "table" if arm64 => {
+        "table" if arm64 && optimized => {
             for tag in ["6Tb1", "6Tq7", "6T3Z", "6Tjm"] {
                 expected.insert((tag.into(), "ExAllocatePoolWithTag".into(), 0));
+            }
+        }
+        // Chain4d is a lone tail jump through the IAT at -O2 on x64 and ARM64, the shape of
+        // an import thunk: a call to it is a call of ExFreePoolWithTag, one wrapper less.
+        "chains" if optimized && build != "x86-O2" => {
+            for tag in ["Jz41", "Jz42"] {
+                expected.remove(&(tag.into(), "ExFreePoolWithTag".into(), 4));
+                expected.insert((tag.into(), "ExFreePoolWithTag".into(), 3));
             }
         }
         _ => {}
@@ -102,7 +131,9 @@ fn expected_calls(
     expected
 }
 
-const BUILDS: [&str; 5] = ["x64-O0", "x64-O2", "x86-O0", "x86-O2", "arm64-O2"];
+const BUILDS: [&str; 6] = [
+    "x64-O0", "x64-O2", "x86-O0", "x86-O2", "arm64-O0", "arm64-O2",
+];
 
 #[test]
 fn call_sites_are_exactly_the_sources() {
@@ -139,7 +170,7 @@ fn wrapper_tags_go_through_one_function_and_decoys_never_reach_an_argument() {
                 BTreeSet::new(),
                 "{build}/{fixture}.sys"
             );
-            for (f, tag, role, _) in &rows {
+            for (f, tag, role, _, _) in &rows {
                 if f == fixture && role == "decoy" {
                     let level = found
                         .levels
@@ -156,7 +187,7 @@ fn wrapper_tags_go_through_one_function_and_decoys_never_reach_an_argument() {
 
 #[test]
 fn table_tags_are_data_and_decoy_immediates_are_code() {
-    for build in ["x64-O0", "x64-O2", "x86-O0", "x86-O2"] {
+    for build in ["x64-O0", "x64-O2", "x86-O0", "x86-O2", "arm64-O0"] {
         let table = findings(build, "table");
         for tag in ["6Tb1", "6Tq7", "6T3Z", "6Tjm"] {
             let key = pooltag::tag::Tag(tag.as_bytes().try_into().unwrap());
@@ -174,6 +205,27 @@ fn table_tags_are_data_and_decoy_immediates_are_code() {
                 Some(&Evidence::Code),
                 "{build} {tag}"
             );
+        }
+    }
+}
+
+/// chains.sys: the tag table between two strings is `data` in every build (the code indexes
+/// it), and so are the first two words of the text right after it ("after text\n": nothing
+/// tells where the table ends); the FourCCs passed to Trace, which only records them, stay
+/// `code`.
+#[test]
+fn a_table_between_strings_is_data_and_a_traced_fourcc_is_code() {
+    for build in BUILDS {
+        let chains = findings(build, "chains");
+        let level = |tag: &str| {
+            let key = pooltag::tag::Tag(tag.as_bytes().try_into().unwrap());
+            chains.levels.get(&key).copied()
+        };
+        for tag in ["JzB1", "JzB2", "JzB3", "JzB4", "afte", "r te"] {
+            assert_eq!(level(tag), Some(Evidence::Data), "{build} {tag}");
+        }
+        for tag in ["JzD1", "JzD2"] {
+            assert_eq!(level(tag), Some(Evidence::Code), "{build} {tag}");
         }
     }
 }
