@@ -13,16 +13,13 @@
 //! argument reaches, with the wrappers it goes through. A constant whose argument reaches no API
 //! stays `code`; one passed to a call target that was never analysed is an `arg` site.
 //!
-//! Arguments are numbered per architecture (each analyser says how); all fit in a `u8` below
-//! [`MAX_ARGUMENTS`].
+//! Arguments are numbered per architecture (each analyser says how).
 
 use std::collections::HashMap;
 
 use super::image::{Image, MAX_FUNCTION_STARTS};
 use super::{Findings, MAX_SITES};
 
-/// Argument numbers are below this.
-pub const MAX_ARGUMENTS: u8 = 16;
 /// Wrappers in a chain, at most: a tag passed through more functions than this is not followed.
 pub const MAX_DEPTH: usize = 8;
 /// Argument-to-argument edges kept per image, at most.

@@ -16,8 +16,8 @@
 //! of a forward branch seen earlier, what straight-line code does not know takes the value the
 //! branches to it agreed on (so an error path placed after a `jmp` keeps its registers).
 //!
-//! At each function start (see [`super::summary`]; a start that is only a call or jump target
-//! counts when nothing is known there, i.e. the code before it ended), the incoming arguments
+//! At each function start (see [`super::summary`]; a start that is only a jump target counts
+//! when nothing is known there, i.e. the code before it ended), the incoming arguments
 //! are marked: x64 rcx, rdx, r8, r9 and `[rsp+0x28+8k]` (arguments 0-7); x86 `[esp+4+4k]`
 //! (arguments 0-7), ecx (8) and edx (9) for fastcall and gcc's regparm.
 //!
