@@ -1500,6 +1500,41 @@ mod tests {
     }
 
     #[test]
+    fn decodes_the_loads_and_stores_the_frame_tracking_reads() {
+        // Words from llvm-mc; (load, size, rt, rt2, rn, offset, writeback).
+        let a = |load, size, rt, rt2, rn, offset, writeback| {
+            Some(Access {
+                load,
+                size,
+                rt,
+                rt2,
+                rn,
+                offset,
+                writeback,
+            })
+        };
+        // str w1, [sp, #4]; ldr x2, [x29, #16]
+        assert_eq!(access(0xB900_07E1), a(false, 4, 1, None, 31, 4, 0));
+        assert_eq!(access(0xF940_0BA2), a(true, 8, 2, None, 29, 16, 0));
+        // stur w3, [x29, #-12]; ldur x4, [sp, #-8]
+        assert_eq!(access(0xB81F_43A3), a(false, 4, 3, None, 29, -12, 0));
+        assert_eq!(access(0xF85F_83E4), a(true, 8, 4, None, 31, -8, 0));
+        // str x5, [sp, #-32]!; ldr w6, [sp], #16
+        assert_eq!(access(0xF81E_0FE5), a(false, 8, 5, None, 31, -32, -32));
+        assert_eq!(access(0xB841_07E6), a(true, 4, 6, None, 31, 0, 16));
+        // stp x29, x30, [sp, #-16]!; ldp w7, w8, [sp, #8]; ldp x19, x20, [sp], #32
+        assert_eq!(access(0xA9BF_7BFD), a(false, 8, 29, Some(30), 31, -16, -16));
+        assert_eq!(access(0x2941_23E7), a(true, 4, 7, Some(8), 31, 8, 0));
+        assert_eq!(access(0xA8C2_53F3), a(true, 8, 19, Some(20), 31, 0, 32));
+        // strb w1, [sp, #3]: a 1-byte store, which only cancels.
+        assert_eq!(access(0x3900_0FE1), a(false, 1, 1, None, 31, 3, 0));
+        // ldr s0, [sp, #4] (SIMD), ldpsw, ldtr: not read.
+        assert_eq!(access(0xBD40_07E0), None);
+        assert_eq!(access(0x6941_0BE1), None);
+        assert_eq!(access(0xB840_4BE1), None);
+    }
+
+    #[test]
     fn other_instructions_write_their_destinations() {
         let writes = |registers: &[u32]| Op::Other {
             writes: registers.iter().map(|r| 1 << r).sum(),
