@@ -24,9 +24,11 @@ const MAX_IMPORTS: usize = 65_536;
 /// Every RVA lookup scans the sections, so 65,535 of them would make each lookup that costly.
 const MAX_SECTIONS: usize = 96;
 
-/// Export names and `.pdata` entries read per image at most, each: a hostile table cannot make
-/// the work or the list of function starts unbounded (ntoskrnl.exe exports about 3,000 names).
-pub const MAX_FUNCTION_STARTS: usize = 1 << 16;
+/// Export names and `.pdata` entries read per image at most, each, and function starts kept
+/// (see `summary`): a hostile table or a section of call bytes cannot make the work or the list
+/// unbounded. ntoskrnl.exe exports about 3,000 names and has tens of thousands of functions, to
+/// which the scans for call and jump bytes add candidates.
+pub const MAX_FUNCTION_STARTS: usize = 1 << 18;
 
 /// The exception directory (`.pdata`): RUNTIME_FUNCTION entries.
 const EXCEPTION_DIRECTORY: usize = 3;
