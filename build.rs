@@ -27,32 +27,47 @@ fn main() {
         let [name, module, tag_arg, role, x86_tag] = fields[..] else {
             panic!("{source}:{number}: expected 5 tab-separated fields");
         };
-        let tag_arg: u8 = tag_arg
-            .parse()
-            .ok()
-            .filter(|n| (1..=8).contains(n))
-            .unwrap_or_else(|| panic!("{source}:{number}: tag_arg must be 1 to 8"));
         let role = match role {
             "alloc" => "Alloc",
             "free" => "Free",
             "lookaside" => "Lookaside",
             "reference" => "Reference",
             "other" => "Other",
+            "untagged" => "Untagged",
             _ => panic!("{source}:{number}: unknown role {role}"),
         };
-        let x86 = match x86_tag.strip_prefix("stack:") {
-            Some(n) => {
-                let n: u8 = n
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{source}:{number}: x86_tag"));
-                format!("X86TagPlace::Stack({n})")
+        // An untagged allocator has no tag argument; every other row has one.
+        let tag = match (role, tag_arg, x86_tag) {
+            ("Untagged", "-", "-") => "None".to_owned(),
+            ("Untagged", _, _) => {
+                panic!("{source}:{number}: an untagged row has - for tag_arg and x86_tag")
             }
-            None if x86_tag == "edx" => "X86TagPlace::Edx".to_owned(),
-            None => panic!("{source}:{number}: x86_tag must be stack:N or edx"),
+            (_, tag_arg, x86_tag) => {
+                let tag_arg: u8 = tag_arg
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .unwrap_or_else(|| panic!("{source}:{number}: tag_arg must be 1 to 8"));
+                let x86 = match x86_tag.strip_prefix("stack:") {
+                    Some(n) => {
+                        let n: u8 = n
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=8).contains(n))
+                            .unwrap_or_else(|| {
+                                panic!("{source}:{number}: x86_tag stack:N, N 1 to 8")
+                            });
+                        format!("X86TagPlace::Stack({n})")
+                    }
+                    None if x86_tag == "edx" => "X86TagPlace::Edx".to_owned(),
+                    None => panic!("{source}:{number}: x86_tag must be stack:N or edx"),
+                };
+                format!("Some(TagArgument {{ number: {tag_arg}, x86: {x86} }})")
+            }
         };
         writeln!(
             rows,
-            "    PoolApi {{ name: {name:?}, module: {module:?}, tag_arg: {tag_arg}, role: Role::{role}, x86_tag: {x86} }},"
+            "    PoolApi {{ name: {name:?}, module: {module:?}, role: Role::{role}, tag: {tag} }},"
         )
         .unwrap();
     }

@@ -327,7 +327,7 @@ fn run_check(db: &std::path::Path, json: bool, paths: &[std::path::PathBuf]) -> 
                     .sites
                     .iter()
                     .filter(|s| s.tag == *tag && s.evidence == *level)
-                    .map(pooltag::store::StoredSite::from)
+                    .map(|site| pooltag::store::StoredSite::of(site, &findings))
                     .collect(),
             })
             .collect();

@@ -112,6 +112,10 @@ struct SiteItem<'a> {
     api: Option<&'a str>,
     rva: u32,
     section: &'a str,
+    /// The entries of the wrappers the tag goes through, outermost first; absent for a direct
+    /// call.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    via: Vec<u32>,
 }
 
 fn site_items(sites: &[StoredSite]) -> Vec<SiteItem<'_>> {
@@ -121,6 +125,7 @@ fn site_items(sites: &[StoredSite]) -> Vec<SiteItem<'_>> {
             api: s.api.as_deref(),
             rva: s.rva,
             section: &s.section,
+            via: s.via.iter().map(|p| p.rva).collect(),
         })
         .collect()
 }
@@ -141,6 +146,17 @@ pub fn machine_name(machine: u16) -> String {
 fn describe_site(site: &StoredSite) -> String {
     let place = format!("{}+{:#x}", escape(&site.section), site.offset);
     match (site.evidence, site.api.as_deref().map(escape)) {
+        (Evidence::Call, Some(api)) if !site.via.is_empty() => {
+            let via: Vec<String> = site
+                .via
+                .iter()
+                .map(|p| match p.section.as_str() {
+                    "" => format!("{:#x}", p.rva),
+                    section => format!("{}+{:#x}", escape(section), p.offset),
+                })
+                .collect();
+            format!("{api} via {} at {place}", via.join(", "))
+        }
         (Evidence::Call, Some(api)) => format!("{api} at {place}"),
         (_, Some(api)) => format!("argument to {api} at {place}"),
         (_, None) => format!("argument of a call at {place}"),

@@ -496,6 +496,19 @@ fn pe_seeds() -> &'static [Vec<u8>] {
     })
 }
 
+/// Every committed fixture binary, with the ones in `extra/` (ARM64 -O0 builds, wrapper chains,
+/// a module calling its own export) that exercise the function summaries.
+fn analyse_seeds() -> &'static [Vec<u8>] {
+    static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let mut paths = Vec::new();
+        files_under(&manifest().join("tests/fixtures/extra"), &mut paths);
+        let mut seeds = pe_seeds().to_vec();
+        seeds.extend(paths.iter().filter_map(|p| std::fs::read(p).ok()));
+        seeds
+    })
+}
+
 /// The fixtures with a version resource, 25 times each, then every fixture: about half the
 /// version target's inputs start from a version resource.
 fn version_seeds() -> &'static [Vec<u8>] {
@@ -651,7 +664,8 @@ fn seeds(target: Target) -> &'static [Vec<u8>] {
     match target {
         Target::PoolBuffer => pool_buffer_seeds(),
         Target::Snapshot => snapshot_seeds(),
-        Target::Classify | Target::Analyse => pe_seeds(),
+        Target::Classify => pe_seeds(),
+        Target::Analyse => analyse_seeds(),
         Target::Version => version_seeds(),
         Target::TagFile => tag_file_seeds(),
         Target::Pattern => pattern_seeds(),

@@ -22,6 +22,11 @@
 //! code placed after an unconditional branch (an error path, a `switch` default) still knows the
 //! callee-saved registers that hold hoisted IAT entries.
 //!
+//! At each function start (see [`super::summary`]) w0..w7 are marked as the incoming arguments,
+//! and the stack is followed for -O0 code: `sub sp`/`add sp`, pre/post-index writebacks, x29 set
+//! from sp, and `STR`/`STUR`/`STP` of a 4- or 8-byte register through sp or x29 fill a slot that
+//! `LDR`/`LDUR`/`LDP` reload; `RET` ends it. A call keeps the slots.
+//!
 //! At a call (`BL`, `BLR`) or a tail jump (`B`, `BR`) to a known tag-taking API, through a
 //! register holding an IAT slot or a `BL`/`B` to an `ADRP; LDR; BR` thunk, the tag argument
 //! `w(n-1)` holding a complete 32-bit value is a `call` site. At a call to anything else, each of
@@ -31,8 +36,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::Findings;
-use super::apis::pool_api;
+use super::apis::{PoolApi, UNTAGGED, pool_api};
 use super::image::{Image, Section};
+use super::summary::{Start, Summaries};
+use super::tables::References;
 
 /// Call targets whose thunk check is remembered, at most (a check is O(1) anyway).
 const MAX_THUNK_CACHE: usize = 1 << 16;
@@ -56,6 +63,11 @@ enum Value {
     Address(u64),
     /// The address of the function imported through this IAT slot (by RVA).
     Import(u32),
+    /// Incoming argument N (x0..x7) of the function being read.
+    Argument(u8),
+    /// The address of an element of a 4-byte table at this virtual address
+    /// (`add xd, xn, xm, lsl #2` with xn holding the table's address).
+    Element(u64),
 }
 
 const ALL_KNOWN: u8 = 0b1111;
@@ -88,13 +100,15 @@ impl Value {
         }
     }
 
-    /// The value after a write to the 32-bit view of the register: the upper half is zeroed.
+    /// The value after a write to the 32-bit view of the register: the upper half is zeroed
+    /// (an argument stays itself: a tag is 32 bits).
     fn w(self) -> Value {
         match self {
             Value::Bits { value, known } => Value::Bits {
                 value: value & 0xFFFF_FFFF,
                 known: (known & LOW_KNOWN) | HIGH_KNOWN,
             },
+            Value::Argument(n) => Value::Argument(n),
             _ => Value::Unknown,
         }
     }
@@ -123,11 +137,174 @@ impl Value {
 
 type Registers = [Value; 31];
 
+/// Incoming arguments marked at a function start: w0..w7.
+const ARGUMENTS: u8 = 8;
+/// Stack slots tracked at most.
+const MAX_SLOTS: usize = 64;
+
+/// The stack of the function being read, for -O0 code, which stores every argument into its
+/// frame and reloads it: the stack pointer and x29 as offsets from the stack pointer at the
+/// function's entry (when known), and the 4- and 8-byte slots holding a known value, by offset
+/// from the same point.
+#[derive(Clone, Debug, Default)]
+struct Stack {
+    sp: Option<i64>,
+    fp: Option<i64>,
+    slots: Vec<(i64, Value)>,
+}
+
+impl Stack {
+    /// The offset of `[base + offset]` (base 31 is sp, 29 is x29).
+    fn at(&self, base: u8, offset: i64) -> Option<i64> {
+        match base {
+            31 => self.sp.map(|sp| sp + offset),
+            29 => self.fp.map(|fp| fp + offset),
+            _ => None,
+        }
+    }
+
+    fn slot(&self, at: i64) -> Value {
+        self.slots
+            .iter()
+            .find(|(o, _)| *o == at)
+            .map_or(Value::Unknown, |(_, v)| *v)
+    }
+
+    /// A `size`-byte store at `at` of `value` (`Unknown` for what is not tracked).
+    fn store(&mut self, at: i64, size: i64, value: Value) {
+        self.slots.retain(|(o, _)| *o + 8 <= at || *o >= at + size);
+        if value != Value::Unknown && self.slots.len() < MAX_SLOTS {
+            self.slots.push((at, value));
+        }
+    }
+}
+
+/// A load or store `decode` leaves to `Op::Other`, as the stack tracking reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Access {
+    load: bool,
+    /// Bytes per register.
+    size: i64,
+    rt: u8,
+    /// The second register of a pair.
+    rt2: Option<u8>,
+    rn: u8,
+    /// The offset the access uses (0 for post-index).
+    offset: i64,
+    /// What the base register moves by (pre- and post-index).
+    writeback: i64,
+}
+
+/// Reads the loads and stores of general-purpose registers with an immediate offset: `LDR`/`STR`
+/// (unsigned offset), `LDUR`/`STUR` and their pre/post-index forms, `LDP`/`STP`.
+fn access(word: u32) -> Option<Access> {
+    let size_log = bits(word, 30, 2);
+    let rt = reg(word, 0);
+    let rn = reg(word, 5);
+    if word & 0x3F00_0000 == 0x3900_0000 {
+        let opc = bits(word, 22, 2);
+        return (opc <= 1).then(|| Access {
+            load: opc == 1,
+            size: 1 << size_log,
+            rt,
+            rt2: None,
+            rn,
+            offset: i64::from(bits(word, 10, 12)) << size_log,
+            writeback: 0,
+        });
+    }
+    if word & 0x3F20_0000 == 0x3800_0000 {
+        let opc = bits(word, 22, 2);
+        let imm9 = sign_extend(bits(word, 12, 9), 9);
+        let (offset, writeback) = match bits(word, 10, 2) {
+            0b00 => (imm9, 0),
+            0b01 => (0, imm9),
+            0b11 => (imm9, imm9),
+            _ => return None,
+        };
+        return (opc <= 1).then_some(Access {
+            load: opc == 1,
+            size: 1 << size_log,
+            rt,
+            rt2: None,
+            rn,
+            offset,
+            writeback,
+        });
+    }
+    if word & 0x3E00_0000 == 0x2800_0000 && bits(word, 23, 2) != 0 {
+        let size = match bits(word, 30, 2) {
+            0b00 => 4,
+            0b10 => 8,
+            _ => return None,
+        };
+        let imm7 = sign_extend(bits(word, 15, 7), 7) * size;
+        let (offset, writeback) = match bits(word, 23, 2) {
+            0b01 => (0, imm7),
+            0b10 => (imm7, 0),
+            _ => (imm7, imm7),
+        };
+        return Some(Access {
+            load: bits(word, 22, 1) == 1,
+            size,
+            rt,
+            rt2: Some(reg(word, 10)),
+            rn,
+            offset,
+            writeback,
+        });
+    }
+    None
+}
+
+/// What a call or jump goes to.
+enum Callee {
+    /// A known tag-taking API.
+    Api(&'static PoolApi),
+    /// Another imported function, by IAT slot.
+    Import(u32),
+    /// A function of the image, by entry RVA.
+    Function(u32),
+    /// Anything else: a register, a plain jump target.
+    Unknown,
+}
+
+/// The direct call and jump targets (`BL`, `B`) of `code`, the start of `section`.
+pub fn call_targets<'s>(
+    section: &'s Section,
+    code: &'s [u8],
+) -> impl Iterator<Item = (u32, Start)> + 's {
+    code.chunks_exact(4)
+        .enumerate()
+        .filter_map(move |(index, word)| {
+            let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            let (offset, start) = match decode(word) {
+                Op::Bl { offset } => (offset, Start::Called),
+                // clang -O0 ends a block with a `b` to the next instruction: no function there.
+                Op::B { offset } if offset != 4 => (offset, Start::Jumped),
+                _ => return None,
+            };
+            let rva = section.rva.wrapping_add(4 * index as u32);
+            let target = Analysis::target(rva, offset)?;
+            let inside = target
+                .checked_sub(section.rva)
+                .is_some_and(|o| (o as usize) < code.len());
+            inside.then_some((target, start))
+        })
+}
+
 /// The analysis of one section.
 struct Analysis<'a, 'data> {
     image: &'a Image<'data>,
     section: &'a Section<'data>,
     registers: Registers,
+    stack: Stack,
+    /// The function being read (its entry RVA), once a start was passed.
+    function: Option<u32>,
+    /// The next function start of the linear pass (see [`Summaries::start_at`]).
+    cursor: usize,
+    summaries: &'a mut Summaries,
+    references: &'a mut References,
     /// The state at forward branches, by target offset in the section.
     pending: BTreeMap<usize, Registers>,
     /// Call targets already checked for being `ADRP; LDR; BR` thunks: the IAT slot.
@@ -135,21 +312,43 @@ struct Analysis<'a, 'data> {
     findings: &'a mut Findings,
 }
 
-/// Analyses `code`, the start of `section`.
-pub fn analyse(image: &Image, section: &Section, code: &[u8], findings: &mut Findings) {
+/// Analyses `code`, the start of `section`, into what the image's analysis collects: the
+/// summaries, the addresses the code takes, the findings.
+pub fn analyse(
+    image: &Image,
+    section: &Section,
+    code: &[u8],
+    (summaries, references, findings): (&mut Summaries, &mut References, &mut Findings),
+) {
     let mut analysis = Analysis {
         image,
         section,
         registers: [Value::Unknown; 31],
+        stack: Stack::default(),
+        function: None,
+        cursor: summaries.first_start(section.rva),
+        summaries,
+        references,
         pending: BTreeMap::new(),
         thunks: HashMap::new(),
         findings,
     };
     for (index, word) in code.chunks_exact(4).enumerate() {
         let offset = index * 4;
-        analysis.join(offset);
+        if !analysis.start(offset) {
+            analysis.join(offset);
+        }
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        let element = analysis.table_load(word);
+        let access = access(word);
+        let stored = access.filter(|a| !a.load).map(|a| analysis.stored(a));
         analysis.step(decode(word), offset);
+        if let Some(access) = access {
+            analysis.track_stack(access, stored);
+        }
+        if let Some((rd, value)) = element {
+            analysis.set(rd, value);
+        }
     }
 }
 
@@ -169,6 +368,96 @@ impl Analysis<'_, '_> {
                 break;
             }
             entry.remove();
+        }
+    }
+
+    /// At a function start, marks the incoming arguments w0..w7; true when it did. A start
+    /// that is only a jump target counts where straight-line code ended (after a return, a
+    /// jump) outside a frame: branches to it are then tail calls, not jumps inside a function.
+    fn start(&mut self, offset: usize) -> bool {
+        let rva = self.rva(offset);
+        let entered = match self.summaries.start_at(&mut self.cursor, rva) {
+            Some(Start::Declared | Start::Called) => true,
+            // Not inside a frame either: -O0 code jumps to labels after a `b`.
+            Some(Start::Jumped) => {
+                self.registers.iter().all(|v| *v == Value::Unknown)
+                    && self.stack.slots.is_empty()
+                    && self.stack.sp.unwrap_or(0) == 0
+            }
+            None => false,
+        };
+        if !entered {
+            return false;
+        }
+        self.summaries.enter(rva);
+        self.function = Some(rva);
+        self.pending.clear();
+        self.clear();
+        self.stack = Stack {
+            sp: Some(0),
+            ..Stack::default()
+        };
+        for n in 0..ARGUMENTS {
+            self.set(n, Value::Argument(n));
+        }
+        true
+    }
+
+    /// Reads of a table of 4-byte elements: `LDR Wt, [Xn, Xm|Wm, LSL|UXTW #2]` with Xn holding
+    /// the table's address, or `ADD Xd, Xn, Xm, LSL #2` (or `Wm, UXTW #2`), which makes Xd an
+    /// element's address, then `LDR Wt, [Xd, #offset]` (clang), the table at the address plus
+    /// the offset. Called before the instruction's own effect; returns the value an `ADD` of
+    /// the second form gives its destination.
+    fn table_load(&mut self, word: u32) -> Option<(u8, Value)> {
+        let indexed = word & 0xFFE0_1C00 == 0xB860_1800;
+        let element = word & 0xFFE0_FC00 == 0x8B00_0800 || word & 0xFFE0_FC00 == 0x8B20_4800;
+        let offset_load =
+            access(word).filter(|a| a.load && a.size == 4 && a.rt2.is_none() && a.writeback == 0);
+        let table = match (self.register(reg(word, 5)), offset_load) {
+            (Value::Address(va), _) if indexed => Some(va),
+            (Value::Element(va), Some(a)) => Some(va.wrapping_add(a.offset as u64)),
+            (Value::Address(va), _) if element => return Some((reg(word, 0), Value::Element(va))),
+            _ => None,
+        };
+        if let Some(rva) = table.and_then(|va| self.image.rva_of_va(va)) {
+            self.references.add(rva);
+        }
+        None
+    }
+
+    /// What a `BL`/`B` to `target` goes to.
+    fn direct_callee(&mut self, target: Option<u32>) -> Callee {
+        let Some(target) = target else {
+            return Callee::Unknown;
+        };
+        if let Some(slot) = self.thunk_slot(target) {
+            return self.import_callee(slot);
+        }
+        match self.image.exported_apis.get(&target) {
+            Some(api) => Callee::Api(api),
+            None if self.summaries.start(target).is_some() => Callee::Function(target),
+            None => Callee::Unknown,
+        }
+    }
+
+    /// What a call through IAT slot `slot` goes to.
+    fn import_callee(&self, slot: u32) -> Callee {
+        match self
+            .image
+            .imports
+            .get(&slot)
+            .and_then(|i| pool_api(&i.name))
+        {
+            Some(api) => Callee::Api(api),
+            None => Callee::Import(slot),
+        }
+    }
+
+    /// What a `BLR`/`BR` through register `rn` goes to.
+    fn register_callee(&self, rn: u8) -> Callee {
+        match self.register(rn) {
+            Value::Import(slot) => self.import_callee(slot),
+            _ => Callee::Unknown,
         }
     }
 
@@ -218,6 +507,9 @@ impl Analysis<'_, '_> {
     }
 
     fn set(&mut self, r: u8, value: Value) {
+        if r == 29 {
+            self.stack.fp = None;
+        }
         if let Some(slot) = self.registers.get_mut(usize::from(r)) {
             *slot = value;
         }
@@ -239,6 +531,9 @@ impl Analysis<'_, '_> {
     }
 
     fn forget(&mut self, writes: u32) {
+        if writes & (1 << 29) != 0 {
+            self.stack.fp = None;
+        }
         for (r, value) in self.registers.iter_mut().enumerate() {
             if writes & (1 << r) != 0 {
                 *value = Value::Unknown;
@@ -318,7 +613,7 @@ impl Analysis<'_, '_> {
             Op::AddSub {
                 x,
                 sub,
-                flags: _,
+                flags,
                 rd,
                 rn,
                 imm,
@@ -343,6 +638,23 @@ impl Analysis<'_, '_> {
                 };
                 let value = if x { value } else { value.w() };
                 self.define(rd, value, false);
+                // The stack pointer and the frame pointer, as offsets from the entry's sp.
+                let delta = if sub {
+                    -i64::from(imm as u32)
+                } else {
+                    i64::from(imm as u32)
+                };
+                let base = match rn {
+                    31 => self.stack.sp,
+                    29 => self.stack.fp,
+                    _ => None,
+                };
+                let moved = base.filter(|_| x && !flags).map(|b| b + delta);
+                match rd {
+                    31 if !flags => self.stack.sp = moved,
+                    29 => self.stack.fp = moved,
+                    _ => {}
+                }
             }
             Op::Logical {
                 x,
@@ -395,36 +707,40 @@ impl Analysis<'_, '_> {
                 self.set(rt, value);
             }
             Op::Bl { offset } => {
-                let slot = Self::target(rva, offset).and_then(|t| self.thunk_slot(t));
-                self.at_call(slot, rva, false);
+                let callee = self.direct_callee(Self::target(rva, offset));
+                self.at_call(callee, rva, false);
                 self.after_call();
             }
             Op::Blr { rn } => {
-                let slot = match self.register(rn) {
-                    Value::Import(slot) => Some(slot),
-                    _ => None,
-                };
-                self.at_call(slot, rva, false);
+                let callee = self.register_callee(rn);
+                self.at_call(callee, rva, false);
                 self.after_call();
             }
             Op::OtherCall => {
-                self.at_call(None, rva, false);
+                self.at_call(Callee::Unknown, rva, false);
                 self.after_call();
             }
             Op::B { offset: distance } => {
-                match Self::target(rva, distance).and_then(|t| self.thunk_slot(t)) {
-                    Some(slot) => self.at_call(Some(slot), rva, true),
-                    None => self.branch(offset, distance),
+                let target = Self::target(rva, distance);
+                let callee = self.direct_callee(target);
+                // A jump to a function is a tail call; one to a mere jump target may be a
+                // jump inside the function, whose state the target needs.
+                let jumped = target.and_then(|t| self.summaries.start(t)) == Some(Start::Jumped);
+                if !self.at_call(callee, rva, true) || jumped {
+                    self.branch(offset, distance);
                 }
                 self.clear();
             }
             Op::Br { rn } => {
-                if let Value::Import(slot) = self.register(rn) {
-                    self.at_call(Some(slot), rva, true);
-                }
+                // The stack stays: a `br` through a jump table continues the function.
+                let callee = self.register_callee(rn);
+                self.at_call(callee, rva, true);
                 self.clear();
             }
-            Op::Ret { .. } | Op::Stop => self.clear(),
+            Op::Ret { .. } | Op::Stop => {
+                self.clear();
+                self.stack = Stack::default();
+            }
             Op::CondBranch { offset: distance } => self.branch(offset, distance),
             Op::Other { writes } => self.forget(writes),
         }
@@ -432,32 +748,106 @@ impl Analysis<'_, '_> {
 
     /// After a call: the registers a callee may change (x0..x18, and x30 the link register).
     fn after_call(&mut self) {
+        // The stack slots stay: arguments travel in registers (the analysis reads no stack
+        // arguments), so the frame holds locals a callee cannot reach (-O0 code spills an IAT
+        // entry there across calls).
         self.forget(0x4007_FFFF);
     }
 
-    /// Records the sites of a call to `slot`'s function (`None`: not an import), or of a tail
-    /// jump when `tail`.
-    fn at_call(&mut self, slot: Option<u32>, rva: u32, tail: bool) {
-        let image = self.image;
-        let import = slot.and_then(|slot| image.imports.get(&slot));
-        if tail && import.is_none() {
-            return; // an ordinary jump
-        }
-        if let Some(api) = import.and_then(|import| pool_api(&import.name)) {
-            let argument = usize::from(api.tag_arg);
-            if (1..=8).contains(&argument)
-                && let Some(value) = self.registers[argument - 1].low32()
-            {
-                self.findings.call(api.name, value, rva, self.section);
+    /// The values a store writes: its register(s), read before the instruction.
+    fn stored(&self, access: Access) -> (Value, Value) {
+        let value = |r: u8| {
+            let value = self.register_or_zero(r);
+            if access.size == 4 { value.w() } else { value }
+        };
+        (value(access.rt), access.rt2.map_or(Value::Unknown, value))
+    }
+
+    /// A load or store through the stack pointer or x29: a store of a 4- or 8-byte register
+    /// fills a slot, a load from a known slot fills the register; a pre/post-index access
+    /// moves the stack pointer.
+    fn track_stack(&mut self, access: Access, stored: Option<(Value, Value)>) {
+        let at = self.stack.at(access.rn, access.offset);
+        let wide = access.size == 4 || access.size == 8;
+        let registers = [Some(access.rt), access.rt2];
+        for (i, r) in registers.into_iter().enumerate() {
+            let (Some(r), Some(at)) = (r, at) else {
+                continue;
+            };
+            let at = at + i as i64 * access.size;
+            match stored {
+                Some((first, second)) => {
+                    let value = if i == 0 { first } else { second };
+                    let value = if wide { value } else { Value::Unknown };
+                    self.stack.store(at, access.size, value);
+                }
+                None if wide && r < 31 => {
+                    let value = self.stack.slot(at);
+                    self.set(r, if access.size == 4 { value.w() } else { value });
+                }
+                None => {}
             }
-            return;
         }
-        let name = import.map(|import| import.name.as_str());
-        for r in 0..8 {
-            if let Some(value) = self.registers[r].low32() {
-                self.findings.arg(name, value, rva, self.section);
+        if access.writeback != 0 {
+            match access.rn {
+                31 => self.stack.sp = self.stack.sp.map(|sp| sp + access.writeback),
+                29 => self.stack.fp = None,
+                _ => {}
             }
         }
+    }
+
+    /// Records what a call, or a jump when `tail`, passes; false for a plain jump.
+    fn at_call(&mut self, callee: Callee, rva: u32, tail: bool) -> bool {
+        match callee {
+            Callee::Api(api) => {
+                // An import thunk (`adrp; ldr; br`) is no use of the API of its own.
+                let thunk = self.function.is_some_and(|f| self.thunk_slot(f).is_some());
+                let value = match api.tag {
+                    None if thunk => Value::Unknown,
+                    None => Value::constant(u64::from(UNTAGGED)),
+                    Some(tag) => usize::from(tag.number)
+                        .checked_sub(1)
+                        .and_then(|r| self.registers.get(r))
+                        .copied()
+                        .unwrap_or(Value::Unknown),
+                };
+                match (value.low32(), value, self.function) {
+                    (Some(value), _, _) => self.findings.call(api.name, value, rva, self.section),
+                    (None, Value::Argument(k), Some(function)) => {
+                        self.summaries.reaches(function, k, api.name);
+                    }
+                    _ => {}
+                }
+            }
+            Callee::Function(target) => {
+                for n in 0..ARGUMENTS {
+                    match (self.register(n).low32(), self.register(n), self.function) {
+                        (Some(value), _, _) => {
+                            self.summaries.constant(value, target, n, rva, tail);
+                        }
+                        (None, Value::Argument(k), Some(function)) => {
+                            self.summaries.passes(function, k, target, n);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Callee::Unknown if tail => return false,
+            Callee::Import(_) | Callee::Unknown => {
+                let image = self.image;
+                let name = match callee {
+                    Callee::Import(slot) => image.imports.get(&slot).map(|i| i.name.as_str()),
+                    _ => None,
+                };
+                for r in 0..usize::from(ARGUMENTS) {
+                    if let Some(value) = self.registers[r].low32() {
+                        self.findings.arg(name, value, rva, self.section);
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// The IAT slot of an `ADRP xN; LDR xN, [xN, #off]; BR xN` thunk at `target`.
@@ -860,6 +1250,9 @@ mod tests {
     fn mov_x(rd: u32, rm: u32) -> u32 {
         0xAA00_03E0 | rm << 16 | rd
     }
+    fn mov_w(rd: u32, rm: u32) -> u32 {
+        0x2A00_03E0 | rm << 16 | rd
+    }
     fn add_w(rd: u32, rn: u32, imm12: u32, shift12: bool) -> u32 {
         0x1100_0000 | u32::from(shift12) << 22 | imm12 << 10 | rn << 5 | rd
     }
@@ -911,6 +1304,7 @@ mod tests {
         assert_eq!(movz_w(2, 0x4231, 0), 0x5288_4622); // mov w2, #16945
         assert_eq!(movk_w(2, 0x3161, 16), 0x72A6_2C22); // movk w2, #12641, lsl #16
         assert_eq!(mov_x(19, 0), 0xAA00_03F3); // mov x19, x0
+        assert_eq!(mov_w(2, 1), 0x2A01_03E2); // mov w2, w1
         assert_eq!(add_w(2, 23, 0xF0, true), 0x1143_C2E2); // add w2, w23, #240, lsl #12
         assert_eq!(sub_w(2, 23, 0xF0, true), 0x5143_C2E2); // sub w2, w23, #240, lsl #12
         assert_eq!(adrp(21, 1), 0xB000_0015); // adrp x21, #4096
@@ -1106,6 +1500,41 @@ mod tests {
     }
 
     #[test]
+    fn decodes_the_loads_and_stores_the_frame_tracking_reads() {
+        // Words from llvm-mc; (load, size, rt, rt2, rn, offset, writeback).
+        let a = |load, size, rt, rt2, rn, offset, writeback| {
+            Some(Access {
+                load,
+                size,
+                rt,
+                rt2,
+                rn,
+                offset,
+                writeback,
+            })
+        };
+        // str w1, [sp, #4]; ldr x2, [x29, #16]
+        assert_eq!(access(0xB900_07E1), a(false, 4, 1, None, 31, 4, 0));
+        assert_eq!(access(0xF940_0BA2), a(true, 8, 2, None, 29, 16, 0));
+        // stur w3, [x29, #-12]; ldur x4, [sp, #-8]
+        assert_eq!(access(0xB81F_43A3), a(false, 4, 3, None, 29, -12, 0));
+        assert_eq!(access(0xF85F_83E4), a(true, 8, 4, None, 31, -8, 0));
+        // str x5, [sp, #-32]!; ldr w6, [sp], #16
+        assert_eq!(access(0xF81E_0FE5), a(false, 8, 5, None, 31, -32, -32));
+        assert_eq!(access(0xB841_07E6), a(true, 4, 6, None, 31, 0, 16));
+        // stp x29, x30, [sp, #-16]!; ldp w7, w8, [sp, #8]; ldp x19, x20, [sp], #32
+        assert_eq!(access(0xA9BF_7BFD), a(false, 8, 29, Some(30), 31, -16, -16));
+        assert_eq!(access(0x2941_23E7), a(true, 4, 7, Some(8), 31, 8, 0));
+        assert_eq!(access(0xA8C2_53F3), a(true, 8, 19, Some(20), 31, 0, 32));
+        // strb w1, [sp, #3]: a 1-byte store, which only cancels.
+        assert_eq!(access(0x3900_0FE1), a(false, 1, 1, None, 31, 3, 0));
+        // ldr s0, [sp, #4] (SIMD), ldpsw, ldtr: not read.
+        assert_eq!(access(0xBD40_07E0), None);
+        assert_eq!(access(0x6941_0BE1), None);
+        assert_eq!(access(0xB840_4BE1), None);
+    }
+
+    #[test]
     fn other_instructions_write_their_destinations() {
         let writes = |registers: &[u32]| Op::Other {
             writes: registers.iter().map(|r| 1 << r).sum(),
@@ -1158,6 +1587,7 @@ mod tests {
     const FREE_POOL: u32 = 0x2080; // ExFreePool (no tag)
     const FREE: u32 = 0x2088; // ExFreePoolWithTag
     const LOOKASIDE: u32 = 0x2090; // ExInitializeLookasideListEx
+    const UNTAGGED: u32 = 0x2098; // ExAllocatePool
 
     fn run_bytes(code: &[u8]) -> Findings {
         let mut rdata = vec![0u8; 0x100];
@@ -1167,6 +1597,7 @@ mod tests {
             (FREE_POOL, "ExFreePool"),
             (FREE, "ExFreePoolWithTag"),
             (LOOKASIDE, "ExInitializeLookasideListEx"),
+            (UNTAGGED, "ExAllocatePool"),
         ]
         .into_iter()
         .map(|(slot, name)| {
@@ -1197,10 +1628,12 @@ mod tests {
                 },
             ],
             imports,
+            exported_apis: HashMap::new(),
+            export_names: Vec::new(),
+            function_starts: Vec::new(),
         };
         let mut findings = Findings::default();
-        analyse(&image, &image.sections[0], code, &mut findings);
-        findings.sites.sort();
+        crate::extract::analyse_image(&image, &mut findings);
         findings
     }
 
@@ -1284,7 +1717,7 @@ mod tests {
             RET,
         ]);
         assert!(f.sites.is_empty());
-        assert!(f.levels.is_empty());
+        assert_eq!(level(&f, "1Ba1"), None);
     }
 
     #[test]
@@ -1422,12 +1855,12 @@ mod tests {
     }
 
     #[test]
-    fn argument_registers_at_other_calls_are_arg_sites() {
+    fn argument_registers_at_imports_and_unknown_callees_are_arg_sites() {
         let f = run(&[
             movz_w(1, lo("4Wr2"), 0),
             movz_w(0, 0x40, 0),
             movk_w(1, hi("4Wr2"), 16),
-            bl(0x30), // 0x0c: an internal function at 0x3c
+            bl(0x38), // 0x0c: an internal function at 0x44, which ignores its arguments
             movz_w(0, lo("4Wr3"), 0),
             movk_w(0, hi("4Wr3"), 16),
             adrp(8, 1),
@@ -1435,21 +1868,24 @@ mod tests {
             blr(8), // 0x20: a non-pool import
             movz_w(19, lo("4Wr4"), 0),
             movk_w(19, hi("4Wr4"), 16),
-            blr(9), // 0x2c: unknown register; w19 is no argument
+            movz_w(3, lo("4Wr6"), 0),
+            movk_w(3, hi("4Wr6"), 16),
+            blr(9), // 0x34: unknown register; w19 is no argument, w3 is
             movz_w(7, lo("4Wr5"), 0),
             movk_w(7, hi("4Wr5"), 16),
-            b(0x8), // 0x38: a plain jump is no call
+            b(0x8), // 0x40: a plain jump is no call
             RET,
         ]);
         assert_eq!(
             sites(&f),
             [
-                arg("4Wr2", None, 0x0c),
                 arg("4Wr3", Some("ExFreePool"), 0x20),
+                arg("4Wr6", None, 0x34),
             ]
         );
-        assert_eq!(level(&f, "4Wr4"), Some(Evidence::Code));
-        assert_eq!(level(&f, "4Wr5"), Some(Evidence::Code));
+        for tag in ["4Wr2", "4Wr4", "4Wr5"] {
+            assert_eq!(level(&f, tag), Some(Evidence::Code), "{tag}");
+        }
     }
 
     #[test]
@@ -1514,6 +1950,113 @@ mod tests {
             RET,
         ]);
         assert_eq!(sites(&f), [call("5Sdf", "ExAllocatePoolWithTag", 0x24)]);
+    }
+
+    #[test]
+    fn a_tag_passed_to_a_wrapper_by_a_call_or_a_tail_jump_is_a_call() {
+        let f = run(&[
+            movz_w(1, lo("AwR1"), 0),
+            movk_w(1, hi("AwR1"), 16),
+            movz_w(0, 0x40, 0),
+            bl(0x14), // 0x0c -> the wrapper at 0x20
+            movz_w(1, lo("AwR2"), 0),
+            movk_w(1, hi("AwR2"), 16),
+            b(0x8), // 0x18 -> 0x20: a tail jump
+            NOP,
+            // 0x20: MyAlloc(size, tag) tail-jumps to ExAllocatePoolWithTag(1, size, tag).
+            mov_w(2, 1),
+            mov_x(1, 0),
+            movz_w(0, 1, 0),
+            adrp(8, 1),
+            ldr_x(8, 8, ALLOC - 0x2000),
+            br(8),
+        ]);
+        assert_eq!(
+            sites(&f),
+            [
+                call("AwR1", "ExAllocatePoolWithTag", 0x0c),
+                call("AwR2", "ExAllocatePoolWithTag", 0x18),
+            ]
+        );
+        assert!(f.sites.iter().all(|s| s.via == [TEXT + 0x20]));
+    }
+
+    #[test]
+    fn a_chain_of_wrappers_through_a_callee_saved_register() {
+        let f = run(&[
+            movz_w(1, lo("AcH1"), 0),
+            movk_w(1, hi("AcH1"), 16),
+            bl(0x8), // 0x08 -> 0x10
+            RET,
+            // 0x10: Outer(size, tag) keeps the tag in x19 across a call, then calls Inner.
+            mov_x(19, 1),
+            bl(0x20), // 0x14: a function that ignores everything (0x34)
+            mov_w(1, 19),
+            bl(0x10), // 0x1c -> 0x2c
+            RET,
+            NOP,
+            NOP,
+            // 0x2c: Inner(size, tag).
+            mov_w(2, 1),
+            b(0x8), // 0x30 -> 0x38
+            // 0x34
+            RET,
+            // 0x38: an import thunk, which a jump to is a jump to the API.
+            adrp(8, 1),
+            ldr_x(8, 8, ALLOC - 0x2000),
+            br(8),
+        ]);
+        assert_eq!(sites(&f), [call("AcH1", "ExAllocatePoolWithTag", 0x08)]);
+        assert_eq!(f.sites[0].via, [TEXT + 0x10, TEXT + 0x2c]);
+    }
+
+    #[test]
+    fn an_o0_wrapper_spills_its_arguments_and_reloads_them() {
+        // clang -O0: MyAlloc(size, tag) stores x0 through x29 and w1 through sp, reloads both
+        // (encodings from `llvm-mc --triple=aarch64 -show-encoding`).
+        let wrapper = |store_tag: u32| {
+            run(&[
+                movz_w(1, lo("AoZ1"), 0),
+                movk_w(1, hi("AoZ1"), 16),
+                bl(0x8), // 0x08 -> 0x10
+                RET,
+                0xD100_83FF, // 0x10: sub sp, sp, #32
+                0xA901_7BFD, // stp x29, x30, [sp, #16]
+                0x9100_43FD, // add x29, sp, #16
+                0xF81F_83A0, // stur x0, [x29, #-8]
+                store_tag,
+                0xF85F_83A1, // ldur x1, [x29, #-8]
+                0xB940_07E2, // ldr w2, [sp, #4]
+                movz_w(0, 1, 0),
+                adrp(8, 1),
+                ldr_x(8, 8, ALLOC - 0x2000),
+                blr(8),      // 0x38
+                0xA941_7BFD, // ldp x29, x30, [sp, #16]
+                0x9100_83FF, // add sp, sp, #32
+                RET,
+            ])
+        };
+        for store_tag in [
+            0xB900_07E1, // str w1, [sp, #4]
+            0xB81F_43A1, // stur w1, [x29, #-12]: the same slot
+        ] {
+            let f = wrapper(store_tag);
+            assert_eq!(
+                sites(&f),
+                [call("AoZ1", "ExAllocatePoolWithTag", 0x08)],
+                "{store_tag:#x}"
+            );
+            assert_eq!(f.sites[0].via, [TEXT + 0x10]);
+        }
+        // Stored elsewhere, reloaded from the slot: not the tag.
+        let f = wrapper(0xB900_0BE1); // str w1, [sp, #8]
+        assert_eq!(sites(&f), []);
+    }
+
+    #[test]
+    fn an_untagged_allocation_is_a_call_for_none() {
+        let f = run(&[adrp(8, 1), ldr_x(8, 8, UNTAGGED - 0x2000), blr(8), RET]);
+        assert_eq!(sites(&f), [call("None", "ExAllocatePool", 0x08)]);
     }
 
     #[test]

@@ -1,12 +1,17 @@
-//! The parts of a PE image that code analysis needs: sections, the image base, and the import
-//! address table slots with the function each one receives. Everything borrows the file's bytes;
-//! every lookup is bounds-checked and answers `None` rather than guessing.
+//! The parts of a PE image that code analysis needs: sections, the image base, the import
+//! address table slots with the function each one receives, the tag-taking APIs the image
+//! exports itself, and the function starts it declares (entry point, exports, `.pdata`).
+//! Everything borrows the file's bytes; every lookup is bounds-checked and answers `None` rather
+//! than guessing.
 
 use std::collections::HashMap;
 
 use object::LittleEndian as LE;
+
+use super::apis::{PoolApi, pool_api};
 use object::pe;
 use object::read::FileKind;
+use object::read::pe::ExportTarget;
 use object::read::pe::{
     ImageNtHeaders, ImageOptionalHeader, Import as ImportName, ImportThunkList, PeFile,
 };
@@ -18,6 +23,15 @@ const MAX_IMPORTS: usize = 65_536;
 /// Sections kept per image at most: the Windows loader's limit (PE format, `NumberOfSections`).
 /// Every RVA lookup scans the sections, so 65,535 of them would make each lookup that costly.
 const MAX_SECTIONS: usize = 96;
+
+/// Export names and `.pdata` entries read per image at most, each, and function starts kept
+/// (see `summary`): a hostile table or a section of call bytes cannot make the work or the list
+/// unbounded. ntoskrnl.exe exports about 3,000 names and has tens of thousands of functions, to
+/// which the scans for call and jump bytes add candidates.
+pub const MAX_FUNCTION_STARTS: usize = 1 << 18;
+
+/// The exception directory (`.pdata`): RUNTIME_FUNCTION entries.
+const EXCEPTION_DIRECTORY: usize = 3;
 
 /// The instruction set of an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +72,15 @@ pub struct Image<'data> {
     /// The import each IAT slot (by RVA) is bound to, delay-load slots included. Ordinal
     /// imports are named `#N`.
     pub imports: HashMap<u32, Import>,
+    /// The tag-taking APIs the image exports itself (ntoskrnl.exe, ndis.sys...), by RVA: a direct
+    /// call to one inside the module is a call to the API.
+    pub exported_apis: HashMap<u32, &'static PoolApi>,
+    /// The names the image exports (text the code refers to, not tags: Wine's stubs pass their
+    /// own name to a logging function).
+    pub export_names: Vec<&'data [u8]>,
+    /// Function entries the image declares, sorted: the entry point, the exports and the
+    /// `.pdata` RUNTIME_FUNCTION starts (x64, ARM64).
+    pub function_starts: Vec<u32>,
 }
 
 impl<'data> Image<'data> {
@@ -141,12 +164,90 @@ fn parse_as<'data, Pe: ImageNtHeaders>(data: &'data [u8]) -> Option<Image<'data>
     let mut budget = MAX_IMPORTS;
     let _ = read_imports(&file, &mut imports, &mut budget);
     let _ = read_delay_imports(&file, &mut imports, &mut budget);
-    Some(Image {
+    let mut function_starts = Vec::new();
+    let entry = headers.optional_header().address_of_entry_point();
+    if entry != 0 {
+        function_starts.push(entry);
+    }
+    let mut exported_apis = HashMap::new();
+    let mut export_names = Vec::new();
+    let _ = read_exports(
+        &file,
+        &mut exported_apis,
+        &mut export_names,
+        &mut function_starts,
+    );
+    let mut image = Image {
         arch,
         image_base: headers.optional_header().image_base(),
         sections,
         imports,
-    })
+        exported_apis,
+        export_names,
+        function_starts,
+    };
+    if let Some(directory) = file.data_directory(EXCEPTION_DIRECTORY) {
+        image.read_pdata(directory.virtual_address.get(LE), directory.size.get(LE));
+    }
+    image.function_starts.sort_unstable();
+    image.function_starts.dedup();
+    Some(image)
+}
+
+impl Image<'_> {
+    /// Adds the start of every RUNTIME_FUNCTION entry of the `.pdata` at `rva`: 12-byte entries
+    /// on x64, 8-byte ones on ARM64, the start first in both.
+    fn read_pdata(&mut self, rva: u32, size: u32) {
+        let entry = match self.arch {
+            Arch::X64 => 12,
+            Arch::Arm64 => 8,
+            _ => return,
+        };
+        let Some(table) = self.bytes_at(rva, size as usize) else {
+            return;
+        };
+        for runtime_function in table.chunks_exact(entry).take(MAX_FUNCTION_STARTS) {
+            let start = u32::from_le_bytes([
+                runtime_function[0],
+                runtime_function[1],
+                runtime_function[2],
+                runtime_function[3],
+            ]);
+            self.function_starts.push(start);
+        }
+    }
+}
+
+/// Adds every exported function's RVA to `starts` and name to `names`, and binds the exported
+/// tag-taking APIs.
+fn read_exports<'data, Pe: ImageNtHeaders>(
+    file: &PeFile<'data, Pe, &'data [u8]>,
+    apis: &mut HashMap<u32, &'static PoolApi>,
+    names: &mut Vec<&'data [u8]>,
+    starts: &mut Vec<u32>,
+) -> object::Result<()> {
+    let Some(table) = file.export_table()? else {
+        return Ok(());
+    };
+    for address in table.addresses().iter().take(MAX_FUNCTION_STARTS) {
+        let address = address.get(LE);
+        if address != 0 && !table.is_forward(address) {
+            starts.push(address);
+        }
+    }
+    for (pointer, index) in table.name_iter().take(MAX_FUNCTION_STARTS) {
+        let Ok(name) = table.name_from_pointer(pointer) else {
+            continue;
+        };
+        names.push(name);
+        let Some(api) = std::str::from_utf8(name).ok().and_then(pool_api) else {
+            continue;
+        };
+        if let Ok(ExportTarget::Address(address)) = table.target_by_index(index) {
+            apis.insert(address, api);
+        }
+    }
+    Ok(())
 }
 
 fn read_imports<'data, Pe: ImageNtHeaders>(

@@ -3,7 +3,10 @@
 //! - [`bytes`]: every printable four-byte window (the `bytes` level, what findstr finds);
 //! - [`image`]: the PE view the other analyses read (sections, image base, IAT slots);
 //! - [`x86`] and [`arm64`]: call-site analysis of executable sections (`call`, `arg`, `code`);
+//! - [`summary`]: which arguments of the image's own functions reach a tag-taking API, so that a
+//!   tag passed to a wrapper is a `call` too;
 //! - [`data`]: 4-byte-aligned printable fields in initialized data (`data`);
+//! - [`tables`]: tables of printable words whose address the code takes (`data`);
 //! - [`apis`]: the tag-taking APIs, from `data/pool_apis.tsv`;
 //! - [`version`]: the version resource strings (company, description, version).
 
@@ -12,6 +15,8 @@ pub mod arm64;
 pub mod bytes;
 pub mod data;
 pub mod image;
+pub mod summary;
+pub mod tables;
 pub mod version;
 pub mod x86;
 
@@ -19,6 +24,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::tag::Tag;
 use image::{Arch, Image, Section};
+use summary::Summaries;
+use tables::References;
 
 /// Bytes of executable code analysed per file at most: a hostile image with a huge code section
 /// costs a bounded time (about a second). Real drivers have a few MB of code at most.
@@ -134,6 +141,18 @@ pub struct Site {
     pub section: String,
     /// Offset of the instruction in its section.
     pub offset: u32,
+    /// The driver's own functions the tag goes through to reach the API (their entry RVAs,
+    /// outermost first); empty for a direct call to the API.
+    pub via: Vec<u32>,
+}
+
+/// A place in an image: its RVA, and the section holding it with the offset there (the
+/// section's name is empty when no section holds the RVA).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Place {
+    pub rva: u32,
+    pub section: String,
+    pub offset: u32,
 }
 
 /// Everything the code and data analyses found in one file.
@@ -142,17 +161,25 @@ pub struct Findings {
     /// The strongest level above `bytes` for each tag.
     pub levels: HashMap<Tag, Evidence>,
     pub sites: Vec<Site>,
+    /// Where each RVA of the sites' `via` lists lies, to show it as `.text+0x1000`.
+    pub places: HashMap<u32, Place>,
 }
 
 impl Findings {
     /// `value` is the tag argument of a call to `api` at `rva`.
     pub fn call(&mut self, api: &str, value: u32, rva: u32, section: &Section) {
-        self.site(Evidence::Call, Some(api), value, rva, section);
+        self.site(Evidence::Call, Some(api), value, rva, section, Vec::new());
+    }
+
+    /// `value` is passed at `rva` to the first of the functions `via`, which pass it on to
+    /// the tag argument of `api`.
+    pub fn call_via(&mut self, api: &str, value: u32, rva: u32, section: &Section, via: Vec<u32>) {
+        self.site(Evidence::Call, Some(api), value, rva, section, via);
     }
 
     /// `value` is in an argument of a call to something else (`api` when it is a known import).
     pub fn arg(&mut self, api: Option<&str>, value: u32, rva: u32, section: &Section) {
-        self.site(Evidence::Arg, api, value, rva, section);
+        self.site(Evidence::Arg, api, value, rva, section, Vec::new());
     }
 
     /// `value` is a 32-bit immediate in code.
@@ -172,6 +199,7 @@ impl Findings {
         value: u32,
         rva: u32,
         section: &Section,
+        via: Vec<u32>,
     ) {
         if let Some(tag) = self.raise(value, evidence)
             && self.sites.len() < MAX_SITES
@@ -183,6 +211,7 @@ impl Findings {
                 rva,
                 section: section.name.clone(),
                 offset: rva.wrapping_sub(section.rva),
+                via,
             });
         }
     }
@@ -206,30 +235,76 @@ pub fn analyse(data: &[u8]) -> Findings {
     let Some(image) = Image::parse(data) else {
         return findings;
     };
+    analyse_image(&image, &mut findings);
+    findings
+}
+
+/// Analyses the code and data of a parsed image into `findings`.
+pub(crate) fn analyse_image(image: &Image, findings: &mut Findings) {
+    // Names the image imports or exports: the commonest aligned text, never tags.
     let import_names: HashSet<&[u8]> = image
         .imports
         .values()
         .flat_map(|import| [import.module.as_bytes(), import.name.as_bytes()])
+        .chain(image.export_names.iter().copied())
         .collect();
+    // The code of each executable section, MAX_CODE_BYTES in all.
     let mut budget = MAX_CODE_BYTES;
-    for section in &image.sections {
-        if section.executable {
+    let code: Vec<(&Section, &[u8])> = image
+        .sections
+        .iter()
+        .filter(|section| section.executable)
+        .map(|section| {
             let len = section.data.len().min(budget);
             budget -= len;
-            let code = &section.data[..len];
-            match image.arch {
-                Arch::X86 => x86::analyse(&image, section, code, 32, &mut findings),
-                Arch::X64 => x86::analyse(&image, section, code, 64, &mut findings),
-                Arch::Arm64 => arm64::analyse(&image, section, code, &mut findings),
-                Arch::Other => {}
-            }
-        } else if section.initialized_data {
-            data::analyse(section, &import_names, &mut findings);
+            (section, &section.data[..len])
+        })
+        .collect();
+    let targets = code.iter().flat_map(|&(section, code)| {
+        let targets: Box<dyn Iterator<Item = _>> = match image.arch {
+            Arch::X86 | Arch::X64 => Box::new(x86::call_targets(image, section, code)),
+            Arch::Arm64 => Box::new(arm64::call_targets(section, code)),
+            Arch::Other => Box::new(std::iter::empty()),
+        };
+        targets
+    });
+    let mut summaries = Summaries::new(image, targets);
+    let mut references = References::default();
+    for &(section, code) in &code {
+        let found = (&mut summaries, &mut references, &mut *findings);
+        match image.arch {
+            Arch::X86 => x86::analyse(image, section, code, 32, found),
+            Arch::X64 => x86::analyse(image, section, code, 64, found),
+            Arch::Arm64 => arm64::analyse(image, section, code, found),
+            Arch::Other => {}
+        }
+    }
+    summaries.resolve(image, findings);
+    references.analyse(image, &import_names, findings);
+    for section in &image.sections {
+        if section.initialized_data && !section.executable {
+            data::analyse(section, &import_names, findings);
         }
     }
     findings.sites.sort();
     findings.sites.dedup();
-    findings
+    for &rva in findings.sites.iter().flat_map(|site| &site.via) {
+        findings
+            .places
+            .entry(rva)
+            .or_insert_with(|| match image.section_at(rva) {
+                Some((section, offset)) => Place {
+                    rva,
+                    section: section.name.clone(),
+                    offset: offset as u32,
+                },
+                None => Place {
+                    rva,
+                    section: String::new(),
+                    offset: rva,
+                },
+            });
+    }
 }
 
 #[cfg(test)]

@@ -1,21 +1,35 @@
 //! Call-site analysis of x86 and x64 code, decoded with iced-x86.
 //!
 //! One linear pass over an executable section tracks, within straight-line code, which
-//! registers and stack slots hold a 32-bit immediate or the address of an imported function:
+//! registers and stack slots hold a 32-bit immediate, the address of an imported function, or an
+//! incoming argument of the function being read:
 //! - `mov reg32, imm32` (and `mov reg64, imm`), register-to-register `mov`, `push imm32`,
-//!   `mov [rsp/esp+k], imm32` or `mov [rsp/esp+k], reg`;
+//!   `push reg`, `push [slot]`, `mov [slot], imm32` or `mov [slot], reg`, `mov reg, [slot]`,
+//!   where a slot is `[rsp+k]`, or `[rbp+k]` once `mov rbp, rsp` (or `lea rbp, [rsp+k]`) has tied
+//!   the frame register to the stack pointer (`leave` and `mov rsp, rbp` move the slots back);
 //! - `mov reg, [IAT slot]` (RIP-relative on x64, absolute on x86), later `call reg`.
 //!
-//! Any other write to a register or slot cancels what it held; a call clears the volatile
-//! registers and the stack slots; a return or an unconditional jump clears everything.
+//! Only 32- and 64-bit moves carry a value. Any other write to a register or slot cancels what
+//! it held (a write through `[rsp+reg*k+d]` cancels every slot); a call clears the volatile
+//! registers and the stack slots (those holding an incoming argument stay: a callee cannot
+//! reach its caller's frame); a return or an unconditional jump clears everything. At the target
+//! of a forward branch seen earlier, what straight-line code does not know takes the value the
+//! branches to it agreed on (so an error path placed after a `jmp` keeps its registers).
 //!
-//! At a call (or a tail jump) whose target is a known tag-taking API, through the IAT, a
-//! `jmp [IAT]` thunk, or a register holding an IAT slot, the tag argument's immediate is a
-//! `call` site. At a call to anything else, each argument register or slot holding a printable
-//! immediate is an `arg` site. Every 32-bit immediate (and both halves of a 64-bit one) is
-//! `code` evidence.
+//! At each function start (see [`super::summary`]; a start that is only a jump target counts
+//! when nothing is known there, i.e. the code before it ended), the incoming arguments
+//! are marked: x64 rcx, rdx, r8, r9 and `[rsp+0x28+8k]` (arguments 0-7); x86 `[esp+4+4k]`
+//! (arguments 0-7), ecx (8) and edx (9) for fastcall and gcc's regparm.
+//!
+//! At a call (or a tail jump) whose target is a known tag-taking API (through the IAT, a
+//! `jmp [IAT]` thunk, a register holding an IAT slot, or the image's own export), the tag
+//! argument's immediate is a `call` site, and an incoming argument there makes the function a
+//! wrapper. At a direct call or jump to a function of the image, immediates and incoming
+//! arguments in its arguments go to the summaries. At a call to anything else (an import, a
+//! register, a memory slot), each argument holding a printable immediate is an `arg` site. Every
+//! 32-bit immediate (and both halves of a 64-bit one) is `code` evidence.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic,
@@ -23,12 +37,20 @@ use iced_x86::{
 };
 
 use super::Findings;
-use super::apis::{X86TagPlace, pool_api};
+use super::apis::{PoolApi, UNTAGGED, X86TagPlace, pool_api};
 use super::image::{Image, Section};
+use super::summary::{Start, Summaries};
+use super::tables::References;
 
 /// Call targets whose thunk check is remembered, at most: a section of calls to millions of
 /// distinct targets cannot grow the cache without bound (a check is cheap anyway).
 const MAX_THUNK_CACHE: usize = 1 << 16;
+/// Stack slots tracked at most.
+const MAX_SLOTS: usize = 64;
+/// Forward branch targets whose state is kept, at most.
+const MAX_PENDING: usize = 256;
+/// How far ahead (bytes) a branch target may be for its state to be kept.
+const MAX_PENDING_DISTANCE: u64 = 1 << 20;
 
 /// What a register or stack slot is known to hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,14 +59,21 @@ enum Value {
     Immediate(u32),
     /// The address of the function imported through this IAT slot (by RVA).
     Import(u32),
+    /// Incoming argument N of the function being read (numbered as in [`Convention`]).
+    Argument(u8),
+    /// An address in the image (by RVA), from `lea reg, [rip+d]`.
+    Address(u32),
 }
 
 /// Registers and stack slots of straight-line code.
+#[derive(Clone, Debug)]
 struct State {
     /// rax..r15 by number.
     registers: [Value; 16],
     /// Stack slots by offset from the current stack pointer.
     slots: Vec<(i64, Value)>,
+    /// The frame register (rbp/ebp) is the stack pointer plus this many bytes.
+    frame: Option<i64>,
 }
 
 impl State {
@@ -52,16 +81,20 @@ impl State {
         State {
             registers: [Value::Unknown; 16],
             slots: Vec::new(),
+            frame: None,
         }
     }
 
     fn clear(&mut self) {
         self.registers = [Value::Unknown; 16];
         self.slots.clear();
+        self.frame = None;
     }
 
     fn is_empty(&self) -> bool {
-        self.slots.is_empty() && self.registers.iter().all(|v| *v == Value::Unknown)
+        self.slots.is_empty()
+            && self.frame.is_none()
+            && self.registers.iter().all(|v| *v == Value::Unknown)
     }
 
     fn register(&self, register: Register) -> Value {
@@ -83,7 +116,7 @@ impl State {
 
     fn set_slot(&mut self, offset: i64, value: Value) {
         self.forget_slot(offset);
-        if value != Value::Unknown && self.slots.len() < 64 {
+        if value != Value::Unknown && self.slots.len() < MAX_SLOTS {
             self.slots.push((offset, value));
         }
     }
@@ -98,6 +131,40 @@ impl State {
             *offset += delta;
         }
         self.slots.retain(|(o, _)| *o >= 0);
+        if let Some(frame) = &mut self.frame {
+            *frame += delta;
+        }
+    }
+
+    /// Keeps what both this state (one branch to a point) and `other` (another) agree on.
+    fn agree(&mut self, other: &State) {
+        for (mine, theirs) in self.registers.iter_mut().zip(other.registers) {
+            if *mine != theirs {
+                *mine = Value::Unknown;
+            }
+        }
+        self.slots.retain(|(o, v)| other.slot(*o) == *v);
+        if self.frame != other.frame {
+            self.frame = None;
+        }
+    }
+
+    /// Takes from `saved` (what the branches to this point agreed on) whatever straight-line
+    /// code does not know.
+    fn join(&mut self, saved: &State) {
+        for (current, saved) in self.registers.iter_mut().zip(saved.registers) {
+            if *current == Value::Unknown {
+                *current = saved;
+            }
+        }
+        for &(offset, value) in &saved.slots {
+            if self.slot(offset) == Value::Unknown && self.slots.len() < MAX_SLOTS {
+                self.slots.push((offset, value));
+            }
+        }
+        if self.frame.is_none() {
+            self.frame = saved.frame;
+        }
     }
 }
 
@@ -108,24 +175,31 @@ fn gpr_index(register: Register) -> Option<usize> {
     (index < 16).then_some(index)
 }
 
+/// Where an argument is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Register(Register),
+    /// Offset from the stack pointer at the call.
+    Slot(i64),
+}
+
 /// Where the arguments are at a call, for one bitness.
 struct Convention {
     bitness: u32,
     pointer: i64,
     stack_pointer: Register,
+    frame_pointer: Register,
     /// Registers a call may change.
     volatile: &'static [Register],
-    /// Registers that carry arguments (x64 rcx, rdx, r8, r9; x86 ecx, edx for fastcall and
-    /// gcc's regparm).
-    argument_registers: &'static [Register],
-    /// Stack arguments looked at for `arg` sites: offsets from the stack pointer at the call.
-    argument_slots: &'static [i64],
+    /// The arguments, by number: where each is at a call.
+    arguments: &'static [Place],
 }
 
 const X64: Convention = Convention {
     bitness: 64,
     pointer: 8,
     stack_pointer: Register::RSP,
+    frame_pointer: Register::RBP,
     volatile: &[
         Register::RAX,
         Register::RCX,
@@ -135,18 +209,104 @@ const X64: Convention = Convention {
         Register::R10,
         Register::R11,
     ],
-    argument_registers: &[Register::RCX, Register::RDX, Register::R8, Register::R9],
-    argument_slots: &[0x20, 0x28, 0x30, 0x38],
+    arguments: &[
+        Place::Register(Register::RCX),
+        Place::Register(Register::RDX),
+        Place::Register(Register::R8),
+        Place::Register(Register::R9),
+        Place::Slot(0x20),
+        Place::Slot(0x28),
+        Place::Slot(0x30),
+        Place::Slot(0x38),
+    ],
 };
 
+/// x86: eight stack dwords, then ecx and edx (fastcall, gcc's regparm).
 const X86: Convention = Convention {
     bitness: 32,
     pointer: 4,
     stack_pointer: Register::ESP,
+    frame_pointer: Register::EBP,
     volatile: &[Register::EAX, Register::ECX, Register::EDX],
-    argument_registers: &[Register::ECX, Register::EDX],
-    argument_slots: &[0, 4, 8, 12, 16, 20, 24, 28],
+    arguments: &[
+        Place::Slot(0),
+        Place::Slot(4),
+        Place::Slot(8),
+        Place::Slot(12),
+        Place::Slot(16),
+        Place::Slot(20),
+        Place::Slot(24),
+        Place::Slot(28),
+        Place::Register(Register::ECX),
+        Place::Register(Register::EDX),
+    ],
 };
+
+/// The argument number of x86's edx.
+const X86_EDX: u8 = 9;
+
+impl Convention {
+    /// The number of the argument carrying `api`'s tag (`None` for an untagged allocator).
+    fn tag_argument(&self, api: &PoolApi) -> Option<u8> {
+        let tag = api.tag?;
+        Some(match (self.bitness, tag.x86) {
+            (32, X86TagPlace::Stack(n)) => n - 1,
+            (32, X86TagPlace::Edx) => X86_EDX,
+            _ => tag.number - 1,
+        })
+    }
+}
+
+/// What a call or jump goes to.
+enum Callee {
+    /// A known tag-taking API.
+    Api(&'static PoolApi),
+    /// Another imported function, by IAT slot.
+    Import(u32),
+    /// A function of the image, by entry RVA.
+    Function(u32),
+    /// Anything else: a register, a memory slot, a plain jump target.
+    Unknown,
+}
+
+/// The direct call and jump targets (`E8`/`E9 rel32`, `EB rel8`) of `code`, the start of
+/// `section`, found by scanning its bytes (a linear decoding would cost as much as the
+/// analysis): a byte that is not the start of an instruction rarely gives a target in an
+/// executable section, and then only matters if the decoding reaches that target. gcc tail-jumps
+/// to a nearby function with a short jump.
+pub fn call_targets<'i>(
+    image: &'i Image,
+    section: &'i Section,
+    code: &'i [u8],
+) -> impl Iterator<Item = (u32, Start)> + 'i {
+    let near = memchr::memchr2_iter(0xE8, 0xE9, code).filter_map(move |offset| {
+        let bytes = code.get(offset..offset + 5)?;
+        let next = section.rva.wrapping_add(offset as u32 + 5);
+        let target =
+            next.wrapping_add(u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+        let start = if bytes[0] == 0xE8 {
+            Start::Called
+        } else {
+            Start::Jumped
+        };
+        // Most targets are in the section itself: no lookup among the others.
+        let inside = target
+            .checked_sub(section.rva)
+            .is_some_and(|o| (o as usize) < code.len());
+        (inside || image.section_at(target).is_some_and(|(s, _)| s.executable))
+            .then_some((target, start))
+    });
+    let short = memchr::memchr_iter(0xEB, code).filter_map(move |offset| {
+        // A jump to the next instruction starts no function.
+        let displacement = i64::from(*code.get(offset + 1)? as i8);
+        if displacement == 0 {
+            return None;
+        }
+        let target = usize::try_from(offset as i64 + 2 + displacement).ok()?;
+        (target < code.len()).then(|| (section.rva.wrapping_add(target as u32), Start::Jumped))
+    });
+    near.chain(short)
+}
 
 /// The analysis of one section.
 struct Analysis<'a, 'data> {
@@ -154,18 +314,27 @@ struct Analysis<'a, 'data> {
     section: &'a Section<'data>,
     convention: &'static Convention,
     state: State,
+    /// The function being read (its entry RVA), once a start was passed.
+    function: Option<u32>,
+    /// The next function start of the linear pass (see [`Summaries::start_at`]).
+    cursor: usize,
+    /// The state at forward branches, by target RVA.
+    pending: BTreeMap<u32, State>,
     /// Call targets already checked for being `jmp [IAT]` thunks.
     thunks: HashMap<u32, Option<u32>>,
+    summaries: &'a mut Summaries,
+    references: &'a mut References,
     findings: &'a mut Findings,
 }
 
-/// Analyses `code`, the start of `section`, as `bitness`-bit code.
+/// Analyses `code`, the start of `section`, as `bitness`-bit code, into what the image's
+/// analysis collects: the summaries, the addresses the code takes, the findings.
 pub fn analyse(
     image: &Image,
     section: &Section,
     code: &[u8],
     bitness: u32,
-    findings: &mut Findings,
+    (summaries, references, findings): (&mut Summaries, &mut References, &mut Findings),
 ) {
     let convention = if bitness == 64 { &X64 } else { &X86 };
     let mut analysis = Analysis {
@@ -173,7 +342,12 @@ pub fn analyse(
         section,
         convention,
         state: State::new(),
+        function: None,
+        cursor: summaries.first_start(section.rva),
+        pending: BTreeMap::new(),
         thunks: HashMap::new(),
+        summaries,
+        references,
         findings,
     };
     let ip = image.image_base.wrapping_add(u64::from(section.rva));
@@ -186,6 +360,10 @@ pub fn analyse(
             analysis.state.clear();
             continue;
         }
+        let rva = analysis.rva(instruction.ip()).unwrap_or_default();
+        if !analysis.start(rva) {
+            analysis.join(rva);
+        }
         analysis.step(&instruction, &mut info);
     }
 }
@@ -195,24 +373,109 @@ impl Analysis<'_, '_> {
         self.image.rva_of_va(va)
     }
 
+    /// Before the instruction at `rva`: what the branches to it agreed on fills in what
+    /// straight-line code does not know; targets left behind are forgotten.
+    fn join(&mut self, rva: u32) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some(saved) = self.pending.remove(&rva) {
+            self.state.join(&saved);
+        }
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() >= rva {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// At a function start, marks the incoming arguments (where they are at a jump: the
+    /// return address is on the stack); true when it did. A start that is only a jump target
+    /// counts where straight-line code ended (after a return, a jump, padding): branches to it
+    /// are then tail calls, not jumps inside a function.
+    fn start(&mut self, rva: u32) -> bool {
+        let entered = match self.summaries.start_at(&mut self.cursor, rva) {
+            Some(Start::Declared | Start::Called) => true,
+            Some(Start::Jumped) => self.state.is_empty(),
+            None => false,
+        };
+        if !entered {
+            return false;
+        }
+        self.summaries.enter(rva);
+        self.function = Some(rva);
+        self.pending.clear();
+        self.state.clear();
+        for (n, place) in self.convention.arguments.iter().enumerate() {
+            let value = Value::Argument(n as u8);
+            match *place {
+                Place::Register(register) => self.state.set_register(register, value),
+                Place::Slot(offset) => self.state.set_slot(offset + self.convention.pointer, value),
+            }
+        }
+        true
+    }
+
+    /// Remembers the state for a branch from here to `target` (a VA), when it is ahead.
+    fn branch(&mut self, from: u64, target: u64) {
+        let (Some(from), Some(target)) = (self.rva(from), self.rva(target)) else {
+            return;
+        };
+        let distance = u64::from(target.wrapping_sub(from));
+        if target <= from || distance > MAX_PENDING_DISTANCE {
+            return;
+        }
+        if self.state.is_empty() {
+            // Nothing to carry, and nothing the other branches to `target` agree on.
+            self.pending.remove(&target);
+            return;
+        }
+        let full = self.pending.len() >= MAX_PENDING;
+        match self.pending.get_mut(&target) {
+            Some(saved) => saved.agree(&self.state),
+            None if !full => {
+                self.pending.insert(target, self.state.clone());
+            }
+            None => {}
+        }
+    }
+
     fn step(&mut self, instruction: &Instruction, info: &mut InstructionInfoFactory) {
         self.record_immediates(instruction);
+        self.record_table(instruction);
         match instruction.flow_control() {
             FlowControl::Call | FlowControl::IndirectCall => {
                 self.at_call(instruction, false);
                 for &register in self.convention.volatile {
                     self.state.set_register(register, Value::Unknown);
                 }
-                self.state.slots.clear();
+                self.state
+                    .slots
+                    .retain(|(_, value)| matches!(value, Value::Argument(_)));
             }
             FlowControl::UnconditionalBranch | FlowControl::IndirectBranch => {
-                self.at_call(instruction, true);
+                // A jump to a function is a tail call; one to a mere jump target may be a
+                // jump inside the function, whose state the target needs.
+                let function = self.at_call(instruction, true);
+                if is_near_branch(instruction.op0_kind()) {
+                    let target = self.rva(instruction.near_branch_target());
+                    let start = target.and_then(|t| self.summaries.start(t));
+                    if !function || start == Some(Start::Jumped) {
+                        self.branch(instruction.ip(), instruction.near_branch_target());
+                    }
+                }
                 self.state.clear();
             }
             FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception => {
                 self.state.clear();
             }
-            FlowControl::ConditionalBranch | FlowControl::XbeginXabortXend => {}
+            FlowControl::ConditionalBranch => {
+                if is_near_branch(instruction.op0_kind()) {
+                    self.branch(instruction.ip(), instruction.near_branch_target());
+                }
+            }
+            FlowControl::XbeginXabortXend => {}
             FlowControl::Next => self.track(instruction, info),
         }
     }
@@ -234,56 +497,189 @@ impl Analysis<'_, '_> {
         }
     }
 
+    /// A memory operand reads a table of 4-byte elements: x86 `[table+reg*4]`; x64 a 4-byte
+    /// load from `[base+index*k+d]` where the base, or the unscaled index (gcc -O0 scales the
+    /// other register itself), holds an address taken with `lea reg, [rip+...]`.
+    fn record_table(&mut self, instruction: &Instruction) {
+        let index = instruction.memory_index();
+        if index == Register::None {
+            return;
+        }
+        let scale = instruction.memory_index_scale();
+        let table = match (self.convention.bitness, instruction.memory_base()) {
+            (32, Register::None) if scale == 4 => {
+                self.rva(u64::from(instruction.memory_displacement32()))
+            }
+            (64, base) if instruction.memory_size().size() == 4 => {
+                let address = match (self.state.register(base), self.state.register(index)) {
+                    (Value::Address(rva), _) => Some(rva),
+                    (_, Value::Address(rva)) if scale == 1 => Some(rva),
+                    _ => None,
+                };
+                let displacement = self.displacement(instruction.memory_displacement64());
+                address.and_then(|rva| u32::try_from(i64::from(rva) + displacement).ok())
+            }
+            _ => None,
+        };
+        if let Some(rva) = table {
+            self.references.add(rva);
+        }
+    }
+
+    /// True for the stack pointer or the frame pointer, any width.
+    fn is(&self, register: Register, which: Register) -> bool {
+        register.full_register() == which.full_register()
+    }
+
     /// Updates the state for an instruction that does not change the control flow.
     fn track(&mut self, instruction: &Instruction, info: &mut InstructionInfoFactory) {
-        let stack_pointer = self.convention.stack_pointer;
-        // First what the instruction overwrites, then what it is known to put there.
-        let mut moves_stack_pointer = false;
         // Nothing tracked, nothing to cancel: most instructions skip the costly operand analysis.
         if self.state.is_empty() {
             return self.track_effect(instruction, false);
         }
-        let used = info.info(instruction);
-        for register in used.used_registers() {
-            if matches!(
-                register.access(),
-                OpAccess::Write
-                    | OpAccess::CondWrite
-                    | OpAccess::ReadWrite
-                    | OpAccess::ReadCondWrite
-            ) {
-                if register.register().full_register() == stack_pointer.full_register() {
-                    moves_stack_pointer = true;
-                } else {
-                    self.state.set_register(register.register(), Value::Unknown);
+        // First what the instruction overwrites, then what it is known to put there.
+        let mut moves_stack_pointer = false;
+        match writes_only_operand_0(instruction) {
+            // The commonest instructions: no need for iced's (costlier) operand analysis.
+            Some(false) => {}
+            Some(true) => match instruction.op0_kind() {
+                OpKind::Register => {
+                    moves_stack_pointer = self.cancel_register(instruction.op0_register());
                 }
-            }
-        }
-        for memory in used.used_memory() {
-            if matches!(
-                memory.access(),
-                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite
-            ) && memory.base().full_register() == stack_pointer.full_register()
-                && memory.index() == Register::None
-            {
-                self.state.forget_slot(memory.displacement() as i64);
+                OpKind::Memory => self.cancel_memory(
+                    instruction.memory_base(),
+                    instruction.memory_index(),
+                    instruction.memory_displacement64(),
+                ),
+                _ => {}
+            },
+            None => {
+                let used = info.info(instruction);
+                for register in used.used_registers() {
+                    if matches!(
+                        register.access(),
+                        OpAccess::Write
+                            | OpAccess::CondWrite
+                            | OpAccess::ReadWrite
+                            | OpAccess::ReadCondWrite
+                    ) {
+                        moves_stack_pointer |= self.cancel_register(register.register());
+                    }
+                }
+                for memory in used.used_memory() {
+                    if matches!(
+                        memory.access(),
+                        OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite
+                    ) {
+                        self.cancel_memory(memory.base(), memory.index(), memory.displacement());
+                    }
+                }
             }
         }
         self.track_effect(instruction, moves_stack_pointer);
     }
 
+    /// Forgets what `register` held; true when it is the stack pointer.
+    fn cancel_register(&mut self, register: Register) -> bool {
+        if self.is(register, self.convention.stack_pointer) {
+            return true;
+        }
+        if self.is(register, self.convention.frame_pointer) {
+            self.state.frame = None;
+        }
+        self.state.set_register(register, Value::Unknown);
+        false
+    }
+
+    /// Forgets the slot a write to `[base+index*k+displacement]` lands on; an indexed write
+    /// into the frame may land on any slot.
+    fn cancel_memory(&mut self, base: Register, index: Register, displacement: u64) {
+        let frame = if self.is(base, self.convention.stack_pointer) {
+            Some(0)
+        } else if self.is(base, self.convention.frame_pointer) {
+            self.state.frame
+        } else {
+            None
+        };
+        match frame {
+            Some(frame) if index == Register::None => {
+                self.state
+                    .forget_slot(frame + self.displacement(displacement));
+            }
+            Some(_) => self.state.slots.clear(),
+            None => {}
+        }
+    }
+
+    /// A memory displacement as a signed number: iced gives 32-bit addressing's unextended.
+    fn displacement(&self, raw: u64) -> i64 {
+        if self.convention.bitness == 32 {
+            i64::from(raw as u32 as i32)
+        } else {
+            raw as i64
+        }
+    }
+
     /// What an instruction is known to put in a register or slot, and how it moves the stack.
     fn track_effect(&mut self, instruction: &Instruction, moves_stack_pointer: bool) {
         let stack_pointer = self.convention.stack_pointer;
+        let frame_pointer = self.convention.frame_pointer;
         let pointer = self.convention.pointer;
+        let op0_register =
+            (instruction.op0_kind() == OpKind::Register).then(|| instruction.op0_register());
+        let to = |which: Register| op0_register.is_some_and(|r| self.is(r, which));
         match instruction.mnemonic() {
+            // `mov rsp, rbp`: the slots move back by the frame's size.
+            Mnemonic::Mov
+                if to(stack_pointer)
+                    && instruction.op1_kind() == OpKind::Register
+                    && self.is(instruction.op1_register(), frame_pointer) =>
+            {
+                self.stack_to_frame(0);
+            }
+            // `mov rbp, rsp`: the frame is tied to the stack pointer.
+            Mnemonic::Mov
+                if to(frame_pointer)
+                    && instruction.op1_kind() == OpKind::Register
+                    && self.is(instruction.op1_register(), stack_pointer) =>
+            {
+                self.state.frame = Some(0);
+            }
+            Mnemonic::Lea
+                if to(frame_pointer)
+                    && self.is(instruction.memory_base(), stack_pointer)
+                    && instruction.memory_index() == Register::None =>
+            {
+                self.state.frame = Some(self.displacement(instruction.memory_displacement64()));
+            }
+            Mnemonic::Lea
+                if to(stack_pointer)
+                    && self.is(instruction.memory_base(), frame_pointer)
+                    && instruction.memory_index() == Register::None =>
+            {
+                self.stack_to_frame(self.displacement(instruction.memory_displacement64()));
+            }
+            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
+                let value = self
+                    .rva(instruction.ip_rel_memory_address())
+                    .map_or(Value::Unknown, Value::Address);
+                if let Some(register) = op0_register.filter(|r| r.size() == 8) {
+                    self.state.set_register(register, value);
+                }
+            }
+            Mnemonic::Leave => {
+                self.stack_to_frame(0);
+                self.state.shift(-pointer);
+                self.state.frame = None;
+            }
             Mnemonic::Mov => self.track_mov(instruction),
             Mnemonic::Push => {
                 let value = match instruction.op0_kind() {
-                    OpKind::Immediate32 | OpKind::Immediate32to64 => {
-                        Value::Immediate(instruction.immediate(0) as u32)
-                    }
+                    kind if is_immediate(kind) => Value::Immediate(instruction.immediate(0) as u32),
                     OpKind::Register => self.state.register(instruction.op0_register()),
+                    OpKind::Memory => self
+                        .stack_slot(instruction)
+                        .map_or(Value::Unknown, |o| self.state.slot(o)),
                     _ => Value::Unknown,
                 };
                 self.state.shift(pointer);
@@ -291,10 +687,7 @@ impl Analysis<'_, '_> {
             }
             Mnemonic::Pop => self.state.shift(-pointer),
             Mnemonic::Sub | Mnemonic::Add
-                if instruction.op0_kind() == OpKind::Register
-                    && instruction.op0_register().full_register()
-                        == stack_pointer.full_register()
-                    && is_immediate(instruction.op1_kind()) =>
+                if to(stack_pointer) && is_immediate(instruction.op1_kind()) =>
             {
                 let amount = instruction.immediate(1) as i64;
                 let delta = if instruction.mnemonic() == Mnemonic::Sub {
@@ -304,38 +697,80 @@ impl Analysis<'_, '_> {
                 };
                 self.state.shift(delta);
             }
-            _ if moves_stack_pointer => self.state.slots.clear(),
+            _ if moves_stack_pointer => {
+                self.state.slots.clear();
+                self.state.frame = None;
+            }
             _ => {}
+        }
+    }
+
+    /// The stack pointer becomes the frame pointer plus `displacement`.
+    fn stack_to_frame(&mut self, displacement: i64) {
+        match self.state.frame {
+            Some(frame) => {
+                self.state.shift(-(frame + displacement));
+            }
+            None => self.state.slots.clear(),
         }
     }
 
     fn track_mov(&mut self, instruction: &Instruction) {
         let source = match instruction.op1_kind() {
             kind if is_immediate(kind) => Value::Immediate(instruction.immediate(1) as u32),
-            OpKind::Register => self.state.register(instruction.op1_register()),
-            OpKind::Memory => self
-                .memory_slot(instruction)
-                .filter(|slot| self.image.imports.contains_key(slot))
-                .map_or(Value::Unknown, Value::Import),
+            OpKind::Register if is_wide(instruction.op1_register()) => {
+                self.state.register(instruction.op1_register())
+            }
+            OpKind::Memory if instruction.memory_size().size() >= 4 => {
+                match self.memory_slot(instruction) {
+                    Some(slot) if self.image.imports.contains_key(&slot) => Value::Import(slot),
+                    Some(_) => Value::Unknown,
+                    None => self
+                        .stack_slot(instruction)
+                        .map_or(Value::Unknown, |offset| self.state.slot(offset)),
+                }
+            }
             _ => Value::Unknown,
         };
         match instruction.op0_kind() {
-            OpKind::Register => self.state.set_register(instruction.op0_register(), source),
+            OpKind::Register => {
+                let register = instruction.op0_register();
+                let value = if is_wide(register) {
+                    source
+                } else {
+                    Value::Unknown
+                };
+                self.state.set_register(register, value);
+            }
             OpKind::Memory => {
-                if let Some(offset) = self.stack_offset(instruction) {
-                    self.state.set_slot(offset, source);
+                if let Some(offset) = self.stack_slot(instruction) {
+                    let value = if instruction.memory_size().size() >= 4 {
+                        source
+                    } else {
+                        Value::Unknown
+                    };
+                    self.state.set_slot(offset, value);
                 }
             }
             _ => {}
         }
     }
 
-    /// The offset of a `[rsp+k]` / `[esp+k]` memory operand.
-    fn stack_offset(&self, instruction: &Instruction) -> Option<i64> {
-        let stack_pointer = self.convention.stack_pointer;
-        (instruction.memory_base().full_register() == stack_pointer.full_register()
-            && instruction.memory_index() == Register::None)
-            .then(|| instruction.memory_displacement64() as i64)
+    /// The slot (offset from the stack pointer) of a `[rsp+k]` memory operand, or `[rbp+k]`
+    /// when the frame is known.
+    fn stack_slot(&self, instruction: &Instruction) -> Option<i64> {
+        if instruction.memory_index() != Register::None {
+            return None;
+        }
+        let base = instruction.memory_base();
+        let frame = if self.is(base, self.convention.stack_pointer) {
+            0
+        } else if self.is(base, self.convention.frame_pointer) {
+            self.state.frame?
+        } else {
+            return None;
+        };
+        Some(frame + self.displacement(instruction.memory_displacement64()))
     }
 
     /// The RVA a memory operand reads when it is fixed: `[rip+disp]` on x64, `[abs32]` on x86.
@@ -352,21 +787,40 @@ impl Analysis<'_, '_> {
         None
     }
 
-    /// The IAT slot a call or jump goes through, if any.
-    fn callee_slot(&mut self, instruction: &Instruction) -> Option<u32> {
-        match instruction.op0_kind() {
+    /// What a call or jump goes to.
+    fn callee(&mut self, instruction: &Instruction) -> Callee {
+        let slot = match instruction.op0_kind() {
             OpKind::Memory => self.memory_slot(instruction),
             OpKind::Register => match self.state.register(instruction.op0_register()) {
                 Value::Import(slot) => Some(slot),
                 _ => None,
             },
-            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                let target = self.rva(instruction.near_branch_target())?;
-                self.thunk_slot(target)
+            kind if is_near_branch(kind) => {
+                let Some(target) = self.rva(instruction.near_branch_target()) else {
+                    return Callee::Unknown;
+                };
+                match self.thunk_slot(target) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        return match self.image.exported_apis.get(&target) {
+                            Some(api) => Callee::Api(api),
+                            None if self.summaries.start(target).is_some() => {
+                                Callee::Function(target)
+                            }
+                            None => Callee::Unknown,
+                        };
+                    }
+                }
             }
             _ => None,
+        };
+        match slot.and_then(|slot| Some((slot, self.image.imports.get(&slot)?))) {
+            Some((slot, import)) => match pool_api(&import.name) {
+                Some(api) => Callee::Api(api),
+                None => Callee::Import(slot),
+            },
+            None => Callee::Unknown,
         }
-        .filter(|slot| self.image.imports.contains_key(slot))
     }
 
     /// The IAT slot of a `jmp [IAT]` thunk at `target`, decoded once per target.
@@ -382,6 +836,7 @@ impl Analysis<'_, '_> {
             matches!(jump.code(), Code::Jmp_rm64 | Code::Jmp_rm32)
                 .then(|| self.memory_slot(&jump))
                 .flatten()
+                .filter(|slot| self.image.imports.contains_key(slot))
         });
         if self.thunks.len() < MAX_THUNK_CACHE {
             self.thunks.insert(target, slot);
@@ -389,55 +844,76 @@ impl Analysis<'_, '_> {
         slot
     }
 
-    /// Records the sites of a call, or of a jump when `tail` (the return address is then still
-    /// on the stack, one pointer above the arguments).
-    fn at_call(&mut self, instruction: &Instruction, tail: bool) {
-        let callee = self
-            .callee_slot(instruction)
-            .and_then(|slot| self.image.imports.get(&slot))
-            .map(|import| import.name.clone());
-        if tail && callee.is_none() {
-            return; // an ordinary jump
-        }
-        let rva = self.rva(instruction.ip()).unwrap_or_default();
+    /// Whether the function being read is an import thunk.
+    fn in_thunk(&mut self) -> bool {
+        self.function.is_some_and(|f| self.thunk_slot(f).is_some())
+    }
+
+    /// Argument `n` where a call sees it; at a jump (`tail`) the return address is still on
+    /// the stack, one pointer above the arguments.
+    fn argument(&self, n: usize, tail: bool) -> Value {
         let above = if tail { self.convention.pointer } else { 0 };
-        if let Some(api) = callee.as_deref().and_then(pool_api) {
-            let value = match (self.convention.bitness, api.x86_tag) {
-                (32, X86TagPlace::Stack(n)) => self.state.slot(above + 4 * (i64::from(n) - 1)),
-                (32, X86TagPlace::Edx) => self.state.register(Register::EDX),
-                (_, _) => match api.tag_arg {
-                    n @ 1..=4 => self
-                        .state
-                        .register(X64.argument_registers[usize::from(n) - 1]),
-                    n => self.state.slot(above + 0x20 + 8 * (i64::from(n) - 5)),
-                },
-            };
-            if let Value::Immediate(value) = value {
-                self.findings.call(api.name, value, rva, self.section);
+        match self.convention.arguments.get(n) {
+            Some(Place::Register(register)) => self.state.register(*register),
+            Some(Place::Slot(offset)) => self.state.slot(above + offset),
+            None => Value::Unknown,
+        }
+    }
+
+    /// Records what a call, or a jump when `tail`, passes; false for a plain jump.
+    fn at_call(&mut self, instruction: &Instruction, tail: bool) -> bool {
+        let callee = self.callee(instruction);
+        let rva = self.rva(instruction.ip()).unwrap_or_default();
+        match callee {
+            Callee::Api(api) => {
+                let value = match self.convention.tag_argument(api) {
+                    // An import thunk (`jmp [IAT]`, alone or at a function start) is no use of
+                    // the API of its own.
+                    None if tail && (self.state.is_empty() || self.in_thunk()) => Value::Unknown,
+                    None => Value::Immediate(UNTAGGED),
+                    Some(n) => self.argument(usize::from(n), tail),
+                };
+                match value {
+                    Value::Immediate(value) => {
+                        self.findings.call(api.name, value, rva, self.section)
+                    }
+                    Value::Argument(k) => {
+                        if let Some(function) = self.function {
+                            self.summaries.reaches(function, k, api.name);
+                        }
+                    }
+                    _ => {}
+                }
             }
-            return;
+            Callee::Function(target) => {
+                for n in 0..self.convention.arguments.len() {
+                    match self.argument(n, tail) {
+                        Value::Immediate(value) => {
+                            self.summaries.constant(value, target, n as u8, rva, tail);
+                        }
+                        Value::Argument(k) => {
+                            if let Some(function) = self.function {
+                                self.summaries.passes(function, k, target, n as u8);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Callee::Unknown if tail => return false,
+            Callee::Import(_) | Callee::Unknown => {
+                let name = match callee {
+                    Callee::Import(slot) => self.image.imports.get(&slot).map(|i| i.name.as_str()),
+                    _ => None,
+                };
+                for n in 0..self.convention.arguments.len() {
+                    if let Value::Immediate(value) = self.argument(n, tail) {
+                        self.findings.arg(name, value, rva, self.section);
+                    }
+                }
+            }
         }
-        let registers = self
-            .convention
-            .argument_registers
-            .iter()
-            .map(|r| self.state.register(*r));
-        let slots = self
-            .convention
-            .argument_slots
-            .iter()
-            .map(|o| self.state.slot(above + o));
-        let values: Vec<u32> = registers
-            .chain(slots)
-            .filter_map(|v| match v {
-                Value::Immediate(value) => Some(value),
-                _ => None,
-            })
-            .collect();
-        for value in values {
-            self.findings
-                .arg(callee.as_deref(), value, rva, self.section);
-        }
+        true
     }
 }
 
@@ -452,4 +928,551 @@ fn is_immediate(kind: OpKind) -> bool {
             | OpKind::Immediate32to64
             | OpKind::Immediate64
     )
+}
+
+fn is_near_branch(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    )
+}
+
+/// Whether `instruction` writes its operand 0 and nothing else but the flags (`Some(true)`),
+/// writes no register or memory at all (`Some(false)`), or may write others (`None`: ask
+/// iced's operand analysis). The commonest instructions, known without that analysis.
+fn writes_only_operand_0(instruction: &Instruction) -> Option<bool> {
+    use Mnemonic::*;
+    match instruction.mnemonic() {
+        Cmp | Test | Nop | Bt => Some(false),
+        Mov | Movzx | Movsx | Movsxd | Lea | Add | Sub | And | Or | Xor | Adc | Sbb | Shl | Shr
+        | Sar | Rol | Ror | Inc | Dec | Neg | Not | Sete | Setne | Seta | Setae | Setb | Setbe
+        | Setg | Setge | Setl | Setle | Sets | Setns | Cmove | Cmovne | Cmova | Cmovae | Cmovb
+        | Cmovbe | Cmovg | Cmovge | Cmovl | Cmovle | Cmovs | Cmovns => Some(true),
+        // The one-operand form writes rdx:rax.
+        Imul if instruction.op_count() >= 2 => Some(true),
+        _ => None,
+    }
+}
+
+/// A 32- or 64-bit register: a move into it or from it carries the whole value.
+fn is_wide(register: Register) -> bool {
+    register.size() >= 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::image::{Arch, Import};
+    use crate::extract::{Evidence, analyse_image};
+    use crate::tag::Tag;
+    use iced_x86::BlockEncoderOptions;
+    use iced_x86::code_asm::*;
+
+    const TEXT: u32 = 0x1000;
+
+    /// The tag displayed as `text`, as an immediate.
+    fn tag(text: &str) -> u32 {
+        u32::from_le_bytes(text.as_bytes().try_into().unwrap())
+    }
+
+    /// Where the IAT of a 32-bit program is (absolute addresses: no RIP-relative labels).
+    const IDATA: u32 = 0x3000;
+    /// Where a program's read-only data is.
+    const RDATA: u32 = 0x4000;
+
+    /// Code assembled at .text; its IAT after it (64-bit) or in .idata (32-bit).
+    struct Program {
+        asm: CodeAssembler,
+        base: u64,
+        /// 64-bit IAT slots, by label, and 32-bit ones (at IDATA + 4 * index).
+        labelled_slots: Vec<(CodeLabel, &'static str)>,
+        fixed_slots: Vec<&'static str>,
+        /// Labels of functions the image declares (.pdata), and of exported tag-taking APIs.
+        declared: Vec<CodeLabel>,
+        exported: Vec<(CodeLabel, &'static str)>,
+        /// The contents of .rdata.
+        rdata: Vec<u8>,
+    }
+
+    impl Program {
+        fn new(bitness: u32) -> Program {
+            Program {
+                asm: CodeAssembler::new(bitness).unwrap(),
+                base: if bitness == 64 {
+                    0x1_4000_0000
+                } else {
+                    0x40_0000
+                },
+                labelled_slots: Vec::new(),
+                fixed_slots: Vec::new(),
+                declared: Vec::new(),
+                exported: Vec::new(),
+                rdata: Vec::new(),
+            }
+        }
+
+        fn bitness(&self) -> u32 {
+            self.asm.bitness()
+        }
+
+        /// The IAT slot of an import named `name`, as a memory operand for `call`/`jmp`/`mov`.
+        fn import(&mut self, name: &'static str) -> AsmMemoryOperand {
+            if self.bitness() == 64 {
+                let label = self.asm.create_label();
+                self.labelled_slots.push((label, name));
+                qword_ptr(label)
+            } else {
+                let va = self.base + u64::from(IDATA) + 4 * self.fixed_slots.len() as u64;
+                self.fixed_slots.push(name);
+                dword_ptr(va)
+            }
+        }
+
+        /// Assembles and analyses the program.
+        fn run(self) -> Findings {
+            self.run_with(&[]).0
+        }
+
+        /// Assembles and analyses the program; also gives the RVAs of `labels`.
+        fn run_with(mut self, labels: &[CodeLabel]) -> (Findings, Vec<u32>) {
+            for (label, _) in &mut self.labelled_slots {
+                self.asm.set_label(label).unwrap();
+                self.asm.dq(&[0]).unwrap();
+            }
+            let base = self.base;
+            let result = self
+                .asm
+                .assemble_options(
+                    base + u64::from(TEXT),
+                    BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+                )
+                .unwrap();
+            let rva = |label: &CodeLabel| (result.label_ip(label).unwrap() - base) as u32;
+            let module = |name: &str| Import {
+                module: "ntoskrnl.exe".into(),
+                name: name.into(),
+            };
+            let imports = self
+                .labelled_slots
+                .iter()
+                .map(|(label, name)| (rva(label), module(name)))
+                .chain(
+                    (self.fixed_slots.iter().enumerate())
+                        .map(|(i, name)| (IDATA + 4 * i as u32, module(name))),
+                )
+                .collect();
+            let exported_apis = self
+                .exported
+                .iter()
+                .map(|(label, name)| (rva(label), pool_api(name).unwrap()))
+                .collect();
+            let mut function_starts: Vec<u32> = self.declared.iter().map(rva).collect();
+            function_starts.sort_unstable();
+            let code = &result.inner.code_buffer;
+            let idata = vec![0u8; 4 * self.fixed_slots.len()];
+            let image = Image {
+                arch: if self.bitness() == 64 {
+                    Arch::X64
+                } else {
+                    Arch::X86
+                },
+                image_base: base,
+                sections: vec![
+                    Section {
+                        name: ".text".into(),
+                        rva: TEXT,
+                        data: code,
+                        executable: true,
+                        initialized_data: false,
+                    },
+                    Section {
+                        name: ".idata".into(),
+                        rva: IDATA,
+                        data: &idata,
+                        executable: false,
+                        initialized_data: false,
+                    },
+                    Section {
+                        name: ".rdata".into(),
+                        rva: RDATA,
+                        data: &self.rdata,
+                        executable: false,
+                        initialized_data: true,
+                    },
+                ],
+                imports,
+                exported_apis,
+                export_names: Vec::new(),
+                function_starts,
+            };
+            let mut findings = Findings::default();
+            analyse_image(&image, &mut findings);
+            (findings, labels.iter().map(rva).collect())
+        }
+    }
+
+    /// The sites as (tag, evidence, api, number of wrappers).
+    fn sites(findings: &Findings) -> Vec<(String, Evidence, Option<String>, usize)> {
+        findings
+            .sites
+            .iter()
+            .map(|s| (s.tag.to_string(), s.evidence, s.api.clone(), s.via.len()))
+            .collect()
+    }
+
+    fn call(text: &str, api: &str, via: usize) -> (String, Evidence, Option<String>, usize) {
+        (text.into(), Evidence::Call, Some(api.into()), via)
+    }
+
+    fn level(findings: &Findings, text: &str) -> Option<Evidence> {
+        findings.levels.get(&Tag::from_value(tag(text))).copied()
+    }
+
+    const ALLOC: &str = "ExAllocatePoolWithTag";
+    const FREE: &str = "ExFreePoolWithTag";
+
+    #[test]
+    fn a_tail_jump_into_a_wrapper_is_a_call_of_the_api_it_reaches() {
+        // MSVC: KphAllocatePaged(size, 'KpA0') in tail position, the wrapper placed after it
+        // and reached by nothing but that jump.
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let mut wrapper = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(edx, tag("KpA0")).unwrap();
+        a.mov(ecx, 0x40).unwrap();
+        a.jmp(wrapper).unwrap();
+        // Far enough for a `jmp rel32`, as between functions in a real driver.
+        a.db(&[0xCC; 200]).unwrap();
+        a.set_label(&mut wrapper).unwrap();
+        a.sub(rsp, 0x28).unwrap();
+        a.mov(r8d, edx).unwrap();
+        a.mov(edx, ecx).unwrap();
+        a.mov(ecx, 1).unwrap();
+        a.call(alloc).unwrap();
+        a.add(rsp, 0x28).unwrap();
+        a.ret().unwrap();
+        let (f, rvas) = p.run_with(&[wrapper]);
+        assert_eq!(sites(&f), [call("KpA0", ALLOC, 1)]);
+        assert_eq!(f.sites[0].via, rvas);
+    }
+
+    /// x64: `depth` wrappers, each passing its second argument on as the next one's (the last
+    /// one's to ExAllocatePoolWithTag's third); the innermost spills it into its frame and
+    /// reloads it, as -O0 code does.
+    fn chain(depth: usize) -> Findings {
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let mut labels: Vec<CodeLabel> = (0..depth).map(|_| p.asm.create_label()).collect();
+        let a = &mut p.asm;
+        a.mov(edx, tag("Ch01")).unwrap();
+        a.mov(ecx, 0x20).unwrap();
+        a.call(labels[0]).unwrap();
+        a.ret().unwrap();
+        for i in 0..depth {
+            a.set_label(&mut labels[i]).unwrap();
+            if i + 1 < depth {
+                a.push(rbx).unwrap();
+                a.mov(ebx, edx).unwrap();
+                a.mov(edx, ebx).unwrap();
+                a.call(labels[i + 1]).unwrap();
+                a.pop(rbx).unwrap();
+                a.ret().unwrap();
+            } else {
+                a.push(rbp).unwrap();
+                a.mov(rbp, rsp).unwrap();
+                a.sub(rsp, 0x30).unwrap();
+                a.mov(dword_ptr(rbp + 0x18), edx).unwrap();
+                a.mov(dword_ptr(rbp + 0x10), ecx).unwrap();
+                a.mov(eax, dword_ptr(rbp + 0x18)).unwrap();
+                a.mov(r8d, eax).unwrap();
+                a.mov(edx, dword_ptr(rbp + 0x10)).unwrap();
+                a.xor(ecx, ecx).unwrap();
+                a.call(alloc).unwrap();
+                a.leave().unwrap();
+                a.ret().unwrap();
+            }
+        }
+        p.run()
+    }
+
+    #[test]
+    fn chains_of_wrappers_are_followed() {
+        assert_eq!(sites(&chain(1)), [call("Ch01", ALLOC, 1)]);
+        assert_eq!(sites(&chain(2)), [call("Ch01", ALLOC, 2)]);
+        assert_eq!(sites(&chain(4)), [call("Ch01", ALLOC, 4)]);
+        assert_eq!(sites(&chain(8)), [call("Ch01", ALLOC, 8)]);
+        // Past MAX_DEPTH the tag is not followed: the summarised chain reaches nothing.
+        assert_eq!(sites(&chain(9)), []);
+        assert_eq!(level(&chain(9), "Ch01"), Some(Evidence::Code));
+    }
+
+    #[test]
+    fn a_wrapper_taking_the_tag_as_its_fifth_argument() {
+        let mut p = Program::new(64);
+        let free = p.import(FREE);
+        let mut wrapper = p.asm.create_label();
+        let a = &mut p.asm;
+        a.sub(rsp, 0x38).unwrap();
+        a.mov(dword_ptr(rsp + 0x20), tag("Fa05")).unwrap();
+        a.xor(r9d, r9d).unwrap();
+        a.call(wrapper).unwrap();
+        a.add(rsp, 0x38).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut wrapper).unwrap();
+        a.mov(edx, dword_ptr(rsp + 0x28)).unwrap();
+        a.jmp(free).unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Fa05", FREE, 1)]);
+    }
+
+    #[test]
+    fn an_x86_fastcall_wrapper_and_a_stdcall_one() {
+        let mut p = Program::new(32);
+        let alloc = p.import(ALLOC);
+        let mut fastcall = p.asm.create_label();
+        let mut stdcall = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(edx, tag("Fc01")).unwrap();
+        a.mov(ecx, 0x10).unwrap();
+        a.call(fastcall).unwrap();
+        a.push(tag("Sc01")).unwrap();
+        a.push(0x10).unwrap();
+        a.call(stdcall).unwrap();
+        a.ret().unwrap();
+        // MyAlloc(ecx = size, edx = tag).
+        a.set_label(&mut fastcall).unwrap();
+        a.push(edx).unwrap();
+        a.push(ecx).unwrap();
+        a.push(0).unwrap();
+        a.call(alloc).unwrap();
+        a.ret().unwrap();
+        // MyAlloc(size, tag), stdcall with a frame.
+        a.set_label(&mut stdcall).unwrap();
+        a.push(ebp).unwrap();
+        a.mov(ebp, esp).unwrap();
+        a.push(dword_ptr(ebp + 0xc)).unwrap();
+        a.push(dword_ptr(ebp + 8)).unwrap();
+        a.push(1).unwrap();
+        a.call(alloc).unwrap();
+        a.pop(ebp).unwrap();
+        a.ret_1(8).unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Fc01", ALLOC, 1), call("Sc01", ALLOC, 1)]);
+    }
+
+    #[test]
+    fn an_x86_o0_wrapper_spills_its_tag_below_the_frame() {
+        // gcc -O0: MyAlloc(size, tag) copies its arguments to locals at [ebp-4], [ebp-8].
+        let mut p = Program::new(32);
+        let alloc = p.import(ALLOC);
+        let mut wrapper = p.asm.create_label();
+        let a = &mut p.asm;
+        a.sub(esp, 8).unwrap();
+        a.mov(dword_ptr(esp + 4), tag("Lo01")).unwrap();
+        a.mov(dword_ptr(esp), 0x20).unwrap();
+        a.call(wrapper).unwrap();
+        a.add(esp, 8).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut wrapper).unwrap();
+        a.push(ebp).unwrap();
+        a.mov(ebp, esp).unwrap();
+        a.sub(esp, 0x18).unwrap();
+        a.mov(eax, dword_ptr(ebp + 0xc)).unwrap();
+        a.mov(dword_ptr(ebp - 4), eax).unwrap();
+        a.mov(eax, dword_ptr(ebp + 8)).unwrap();
+        a.mov(dword_ptr(ebp - 8), eax).unwrap();
+        a.mov(eax, dword_ptr(ebp - 4)).unwrap();
+        a.mov(dword_ptr(esp + 8), eax).unwrap();
+        a.mov(eax, dword_ptr(ebp - 8)).unwrap();
+        a.mov(dword_ptr(esp + 4), eax).unwrap();
+        a.mov(dword_ptr(esp), 0).unwrap();
+        a.call(alloc).unwrap();
+        a.sub(esp, 12).unwrap();
+        a.leave().unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Lo01", ALLOC, 1)]);
+    }
+
+    #[test]
+    fn a_table_the_code_indexes_is_data_whatever_surrounds_it() {
+        // The table at 0x10, text before it in the same printable run.
+        let rdata = b"Hello, world!\0abTb01Tb02\0\0\0\0".to_vec();
+        let data = |f: &Findings| {
+            let mut found: Vec<String> = f.levels.keys().map(|t| t.to_string()).collect();
+            found.sort();
+            found
+        };
+        // x64 (gcc): lea rax, [rip+table]; mov r8d, [rax+rcx*4]. The lea is the first
+        // instruction, so that its displacement is known before assembling.
+        let mut p = Program::new(64);
+        let lea = (RDATA + 0x10 - (TEXT + 7)).to_le_bytes();
+        p.asm
+            .db(&[0x48, 0x8D, 0x05, lea[0], lea[1], lea[2], lea[3]])
+            .unwrap();
+        p.asm.mov(r8d, dword_ptr(rax + rcx * 4)).unwrap();
+        p.asm.ret().unwrap();
+        p.rdata = rdata.clone();
+        let f = p.run();
+        assert_eq!(data(&f), ["Tb01", "Tb02"]);
+        assert_eq!(level(&f, "Tb01"), Some(Evidence::Data));
+        // x86: mov eax, [table+ecx*4].
+        let mut p = Program::new(32);
+        let table = p.base + u64::from(RDATA) + 0x10;
+        p.asm.mov(eax, dword_ptr(ecx * 4 + table as i32)).unwrap();
+        p.asm.ret().unwrap();
+        p.rdata = rdata;
+        assert_eq!(data(&p.run()), ["Tb01", "Tb02"]);
+    }
+
+    #[test]
+    fn a_fourcc_passed_to_a_function_that_keeps_it_is_code() {
+        let mut p = Program::new(64);
+        let mut trace = p.asm.create_label();
+        let mut seen = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(edx, tag("Trc1")).unwrap();
+        a.call(trace).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut trace).unwrap();
+        a.mov(dword_ptr(seen), edx).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut seen).unwrap();
+        a.dd(&[0]).unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), []);
+        assert_eq!(level(&f, "Trc1"), Some(Evidence::Code));
+    }
+
+    #[test]
+    fn a_module_calling_its_own_exported_api() {
+        let mut p = Program::new(64);
+        let mut export = p.asm.create_label();
+        let a = &mut p.asm;
+        a.mov(r8d, tag("Ex01")).unwrap();
+        a.call(export).unwrap();
+        a.mov(edx, tag("Ex02")).unwrap();
+        a.jmp(export).unwrap();
+        a.set_label(&mut export).unwrap();
+        a.xor(eax, eax).unwrap();
+        a.ret().unwrap();
+        p.exported.push((export, ALLOC));
+        p.declared.push(export);
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Ex01", ALLOC, 0)]);
+        assert_eq!(level(&f, "Ex02"), Some(Evidence::Code));
+    }
+
+    #[test]
+    fn untagged_allocations_are_calls_for_none() {
+        for bitness in [32, 64] {
+            let mut p = Program::new(bitness);
+            let untagged = p.import("ExAllocatePool");
+            let quota = p.import("ExAllocatePoolWithQuota");
+            p.asm.call(untagged).unwrap();
+            // MyQuotaAlloc(size) { return ExAllocatePoolWithQuota(PagedPool, size); }
+            p.asm.mov(ecx, 1).unwrap();
+            p.asm.jmp(quota).unwrap();
+            // A linker's import thunk: no use of the API of its own.
+            p.asm.jmp(untagged).unwrap();
+            let f = p.run();
+            assert_eq!(
+                sites(&f),
+                [
+                    call("None", "ExAllocatePool", 0),
+                    call("None", "ExAllocatePoolWithQuota", 0)
+                ],
+                "{bitness}"
+            );
+        }
+    }
+
+    #[test]
+    fn leaving_a_frame_forgets_its_locals() {
+        // A local at [ebp-4] must not become ExFreePoolWithTag's tag after `mov esp, ebp`.
+        for leave in [false, true] {
+            let mut p = Program::new(32);
+            let free = p.import(FREE);
+            let a = &mut p.asm;
+            a.push(ebp).unwrap();
+            a.mov(ebp, esp).unwrap();
+            a.sub(esp, 16).unwrap();
+            a.mov(dword_ptr(esp + 12), tag("Lc01")).unwrap();
+            if leave {
+                a.leave().unwrap();
+            } else {
+                a.mov(esp, ebp).unwrap();
+                a.pop(ebp).unwrap();
+            }
+            a.jmp(free).unwrap();
+            let f = p.run();
+            assert_eq!(sites(&f), [], "leave: {leave}");
+        }
+    }
+
+    #[test]
+    fn indexed_and_narrow_writes_cancel_what_they_overwrite() {
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let free = p.import(FREE);
+        let a = &mut p.asm;
+        a.sub(rsp, 0x48).unwrap();
+        a.mov(dword_ptr(rsp + 0x28), tag("Ix01")).unwrap();
+        a.mov(dword_ptr(rsp + rax * 4 + 0x10), ecx).unwrap();
+        a.call(alloc).unwrap(); // ExAllocatePoolWithTag's 6th slot: not read anyway
+        a.mov(ecx, tag("Nb01")).unwrap();
+        a.mov(r8b, cl).unwrap();
+        a.call(alloc).unwrap();
+        a.mov(edx, tag("Nb02")).unwrap();
+        a.mov(dx, 0x4141).unwrap();
+        a.call(free).unwrap();
+        a.add(rsp, 0x48).unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), []);
+    }
+
+    #[test]
+    fn an_indexed_write_into_the_frame_cancels_the_arguments_there() {
+        let mut p = Program::new(32);
+        let free = p.import(FREE);
+        let a = &mut p.asm;
+        a.sub(esp, 8).unwrap();
+        a.mov(dword_ptr(esp + 4), tag("Ix02")).unwrap();
+        a.mov(dword_ptr(esp + eax * 4), ecx).unwrap();
+        a.call(free).unwrap();
+        a.sub(esp, 8).unwrap();
+        a.mov(dword_ptr(esp + 4), tag("Ix03")).unwrap();
+        a.call(free).unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        assert_eq!(sites(&f), [call("Ix03", FREE, 0)]);
+    }
+
+    #[test]
+    fn the_state_at_a_forward_branch_reaches_its_target() {
+        // gcc: the IAT entry hoisted into rsi, an error path placed after an unconditional jump.
+        let mut p = Program::new(64);
+        let alloc = p.import(ALLOC);
+        let mut error = p.asm.create_label();
+        let mut done = p.asm.create_label();
+        let a = &mut p.asm;
+        a.push(rsi).unwrap();
+        a.mov(rsi, alloc).unwrap();
+        a.mov(r8d, tag("Mg01")).unwrap();
+        a.test(ecx, ecx).unwrap();
+        a.je(error).unwrap();
+        a.call(rsi).unwrap();
+        a.jmp(done).unwrap();
+        a.set_label(&mut error).unwrap();
+        a.call(rsi).unwrap();
+        a.set_label(&mut done).unwrap();
+        a.pop(rsi).unwrap();
+        a.ret().unwrap();
+        let f = p.run();
+        // Both calls: the straight line, and the error path from the je.
+        assert_eq!(f.sites.len(), 2);
+        assert_eq!(sites(&f)[0], call("Mg01", ALLOC, 0));
+    }
 }

@@ -97,23 +97,29 @@ pub struct StoredSite {
     pub via: Vec<Place>,
 }
 
-/// A place in an image: its RVA, and the section holding it with the offset there.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Place {
-    pub rva: u32,
-    pub section: String,
-    pub offset: u32,
-}
+pub use crate::extract::Place;
 
-impl From<&crate::extract::Site> for StoredSite {
-    fn from(site: &crate::extract::Site) -> Self {
+impl StoredSite {
+    /// A site as found, its `via` RVAs placed in their sections (`findings.places`).
+    pub fn of(site: &crate::extract::Site, findings: &crate::extract::Findings) -> Self {
         StoredSite {
             evidence: site.evidence,
             api: site.api.clone(),
             rva: site.rva,
             section: site.section.clone(),
             offset: site.offset,
-            via: Vec::new(),
+            via: site
+                .via
+                .iter()
+                .map(|rva| match findings.places.get(rva) {
+                    Some(place) => place.clone(),
+                    None => Place {
+                        rva: *rva,
+                        section: String::new(),
+                        offset: *rva,
+                    },
+                })
+                .collect(),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::atomic::AtomicFile;
-use super::{describe, migrate, postings, read_only_uri};
+use super::{StoredSite, describe, migrate, postings, read_only_uri, via_text};
 use crate::error::{Error, Result};
 use crate::extract::version::VersionInfo;
 use crate::extract::{Analysis, Findings};
@@ -388,10 +388,11 @@ impl IndexWriter {
             level.execute(params![tag.key(), id, *evidence as i64])?;
         }
         let mut site = conn.prepare_cached(
-            "INSERT INTO site (content_id, tag, evidence, api, rva, section, offset) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO site (content_id, tag, evidence, api, rva, section, offset, via) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for s in &content.findings.sites {
+            let stored = StoredSite::of(s, &content.findings);
             site.execute(params![
                 id,
                 s.tag.key(),
@@ -399,7 +400,8 @@ impl IndexWriter {
                 s.api,
                 s.rva,
                 s.section,
-                s.offset
+                s.offset,
+                via_text(&stored.via)
             ])?;
         }
         Ok(())
