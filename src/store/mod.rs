@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod postings;
+mod schema;
 pub mod write;
 
 use std::collections::HashMap;
@@ -311,15 +312,23 @@ impl Database {
     /// table) or whose tables differ from pooltag's: nothing in such a file is read or run.
     fn check_schema(&self) -> Result<()> {
         let found = schema_of(&self.conn).map_err(|e| self.fail(e))?;
-        let expected = expected_schema().map_err(|e| self.fail(e))?;
-        if let Some((kind, name, _)) = found.iter().find(|o| !expected.contains(o)) {
+        let same = |(kind, name, sql): &SchemaObject, expected: &(&str, &str, Option<&str>)| {
+            (kind.as_str(), name.as_str(), sql.as_deref()) == *expected
+        };
+        if let Some((kind, name, _)) = found
+            .iter()
+            .find(|o| !schema::EXPECTED.iter().any(|e| same(o, e)))
+        {
             return Err(Error::new(format!(
                 "{}: not a pooltag database as pooltag writes it: it holds {kind} '{name}', \
                  which pooltag did not create",
                 self.path.display()
             )));
         }
-        if let Some((kind, name, _)) = expected.iter().find(|o| !found.contains(o)) {
+        if let Some((kind, name, _)) = schema::EXPECTED
+            .iter()
+            .find(|e| !found.iter().any(|o| same(o, e)))
+        {
             return Err(self.damaged(&format!("{kind} '{name}' is missing")));
         }
         Ok(())
@@ -736,18 +745,14 @@ fn check_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// (type, name, sql) of every object of a database.
-fn schema_of(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
+/// An object of a database's schema, as `sqlite_schema` lists it: (type, name, sql).
+type SchemaObject = (String, String, Option<String>);
+
+/// (type, name, sql) of every object of a database, by type and name.
+fn schema_of(conn: &Connection) -> rusqlite::Result<Vec<SchemaObject>> {
     conn.prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect()
-}
-
-/// The objects the migrations create, read from a fresh in-memory database.
-fn expected_schema() -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
-    let mut conn = Connection::open_in_memory()?;
-    migrate(&mut conn)?;
-    schema_of(&conn)
 }
 
 fn tag_of_key(key: i64) -> Option<Tag> {
@@ -829,6 +834,30 @@ mod tests {
             let content = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
             assert_eq!(content, MIGRATIONS[i]);
         }
+    }
+
+    /// `schema::EXPECTED` is what the migrations create; when a migration changes, this prints
+    /// the new list to paste into src/store/schema.rs (then `cargo fmt`).
+    #[test]
+    fn the_committed_schema_is_what_the_migrations_create() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let created = schema_of(&conn).unwrap();
+        let committed: Vec<SchemaObject> = schema::EXPECTED
+            .iter()
+            .map(|(kind, name, sql)| (kind.to_string(), name.to_string(), sql.map(str::to_owned)))
+            .collect();
+        let listed: String = created
+            .iter()
+            .map(|(kind, name, sql)| match sql {
+                Some(sql) => format!("    ({kind:?}, {name:?}, Some(r#\"{sql}\"#)),\n"),
+                None => format!("    ({kind:?}, {name:?}, None),\n"),
+            })
+            .collect();
+        assert!(
+            created == committed,
+            "src/store/schema.rs is out of date; its list should be:\n{listed}"
+        );
     }
 
     #[test]
