@@ -93,14 +93,23 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
             print::paths(&mut out, &paths)?;
             !paths.is_empty()
         }
-        QueryOutput::Json | QueryOutput::Human => {
+        QueryOutput::Json => {
+            let scope = Scope::from_option(config.evidence, Scope::AtLeast(Evidence::Bytes));
+            let entries =
+                query::find_entries(&db.tag_entries()?, &config.patterns, config.ignore_case);
+            let mut array = print::JsonArray::begin(&mut out)?;
+            for entry in &entries {
+                array.entry(entry)?;
+            }
+            query::each_file(&db, &config.patterns, config.ignore_case, scope, |found| {
+                Ok(array.file(found)?)
+            })?;
+            array.end()? > 0
+        }
+        QueryOutput::Human => {
             let scope = Scope::from_option(config.evidence, Scope::AtLeast(Evidence::Bytes));
             let answer = query::answer(&db, &config.patterns, config.ignore_case, scope)?;
-            if config.output == QueryOutput::Json {
-                print::query_json(&mut out, &answer)?;
-            } else {
-                print::query_human(&mut out, &answer, &config.patterns, config.evidence)?;
-            }
+            print::query_human(&mut out, &answer, &config.patterns, config.evidence)?;
             !answer.entries.is_empty() || !answer.files.is_empty()
         }
     };

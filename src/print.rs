@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::annotate::{self, COLUMN_NAME, Input, Separator, Slot, TagAnswer};
 use crate::extract::Evidence;
-use crate::query::{self, Collision, FileTag, QueryAnswer, Shown};
+use crate::query::{self, Collision, FileTag, Found, QueryAnswer, Shown};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
 use crate::text::escape;
@@ -297,23 +297,57 @@ pub fn query_human(
     Ok(())
 }
 
-/// The JSON answer: one array, entries first, then files.
-pub fn query_json(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> {
-    let entries = answer.entries.iter().map(|e| QueryItem::Pooltag {
-        tag: &e.tag,
-        binary: &e.binary,
-        description: &e.description,
-        host: &e.host,
-        source: &e.source,
-        line: e.line,
-    });
-    let files = answer
-        .files
-        .iter()
-        .map(|f| QueryItem::File(FileItem::of(f.tag, f.evidence, &f.sites, &f.file)));
-    let items: Vec<QueryItem> = entries.chain(files).collect();
-    serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
-    writeln!(out)
+/// The JSON answer of `pooltag query --json` (and `export --format json`), written element by
+/// element as the answer is found: `[`, the elements separated by `,`, then `]` and a line end,
+/// the bytes serde_json writes for a whole array. Entries come first, then files.
+pub struct JsonArray<W: Write> {
+    out: W,
+    written: usize,
+}
+
+impl<W: Write> JsonArray<W> {
+    /// Opens the array.
+    pub fn begin(mut out: W) -> io::Result<Self> {
+        out.write_all(b"[")?;
+        Ok(JsonArray { out, written: 0 })
+    }
+
+    /// A Pooltag.txt entry: `"kind": "pooltag"`.
+    pub fn entry(&mut self, e: &StoredEntry) -> io::Result<()> {
+        self.item(&QueryItem::Pooltag {
+            tag: &e.tag,
+            binary: &e.binary,
+            description: &e.description,
+            host: &e.host,
+            source: &e.source,
+            line: e.line,
+        })
+    }
+
+    /// A driver file: `"kind": "file"`.
+    pub fn file(&mut self, found: Found<'_>) -> io::Result<()> {
+        self.item(&QueryItem::File(FileItem::of(
+            found.tag,
+            found.evidence,
+            found.sites,
+            found.file,
+        )))
+    }
+
+    fn item(&mut self, item: &QueryItem) -> io::Result<()> {
+        if self.written > 0 {
+            self.out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut self.out, item).map_err(io::Error::from)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Closes the array; the number of elements written.
+    pub fn end(mut self) -> io::Result<usize> {
+        self.out.write_all(b"]\n")?;
+        Ok(self.written)
+    }
 }
 
 /// One path per line, escaped like human output: a path holding a line feed would otherwise

@@ -1,6 +1,6 @@
 //! `pooltag query` and `pooltag tags`: answering from the database.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -68,14 +68,13 @@ impl Scope {
         evidence.map_or(default, Scope::AtLeast)
     }
 
-    fn reads_bytes(self) -> bool {
-        matches!(self, Scope::Bytes | Scope::AtLeast(Evidence::Bytes))
-    }
-
-    fn keeps(self, evidence: Evidence) -> bool {
+    /// What a walk over the tags reads for this scope (see [`Database::each_tag`]): the
+    /// posting lists, and the stronger evidence from which level.
+    fn walk(self) -> (bool, Option<Evidence>) {
         match self {
-            Scope::Bytes => false,
-            Scope::AtLeast(minimum) => evidence >= minimum,
+            Scope::Bytes => (true, None),
+            Scope::AtLeast(Evidence::Bytes) => (true, Some(Evidence::Data)),
+            Scope::AtLeast(minimum) => (false, Some(minimum)),
         }
     }
 }
@@ -113,66 +112,117 @@ pub struct Weaker {
     pub strongest: Evidence,
 }
 
-/// The (tag, content) pairs matching any of `patterns`, with their strongest evidence in `scope`.
-fn matching_pairs(
+/// One driver file holding a matching tag, as [`each_file`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub tag: Tag,
+    pub evidence: Evidence,
+    pub file: &'a StoredFile,
+    /// The `call` and `arg` sites behind the pair, by RVA.
+    pub sites: &'a [StoredSite],
+}
+
+impl Found<'_> {
+    /// The same, owning its file and sites.
+    pub fn to_match(self) -> FileMatch {
+        FileMatch {
+            tag: self.tag,
+            file: self.file.clone(),
+            evidence: self.evidence,
+            sites: self.sites.to_vec(),
+        }
+    }
+}
+
+/// The key ranges of `patterns`, ascending and disjoint: walking them visits each tag that may
+/// match once, in key order, however the patterns overlap.
+fn merged_ranges(patterns: &[TagPattern], ignore_case: bool) -> Vec<(u32, u32)> {
+    let mut ranges: Vec<(u32, u32)> = patterns
+        .iter()
+        .flat_map(|p| p.key_ranges(ignore_case))
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (low, high) in ranges {
+        match merged.last_mut() {
+            Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
+            _ => merged.push((low, high)),
+        }
+    }
+    merged
+}
+
+/// Calls `each` with every tag matching any of `patterns`, in key order, with its contents (by
+/// id) and their strongest evidence in `scope`. One tag at a time is in memory.
+fn each_matching_tag(
     db: &Database,
     patterns: &[TagPattern],
     ignore_case: bool,
     scope: Scope,
-) -> Result<BTreeMap<(Tag, i64), Evidence>> {
-    let mut strongest: BTreeMap<(Tag, i64), Evidence> = BTreeMap::new();
-    for pattern in patterns {
-        for (low, high) in pattern.key_ranges(ignore_case) {
-            if scope.reads_bytes() {
-                for (tag, ids) in db.postings(low, high)? {
-                    if pattern.matches(tag, ignore_case) {
-                        for id in ids {
-                            strongest.entry((tag, id)).or_insert(Evidence::Bytes);
-                        }
-                    }
-                }
+    mut each: impl FnMut(Tag, &[(i64, Evidence)]) -> Result<()>,
+) -> Result<()> {
+    let (bytes, stronger) = scope.walk();
+    for range in merged_ranges(patterns, ignore_case) {
+        db.each_tag(range, bytes, stronger, |tag, pairs| {
+            if patterns.iter().any(|p| p.matches(tag, ignore_case)) {
+                each(tag, pairs)
+            } else {
+                Ok(())
             }
-            for (tag, id, evidence) in db.stronger_evidence(low, high)? {
-                if scope.keeps(evidence) && pattern.matches(tag, ignore_case) {
-                    let level = strongest.entry((tag, id)).or_insert(evidence);
-                    *level = (*level).max(evidence);
-                }
-            }
-        }
+        })?;
     }
-    Ok(strongest)
+    Ok(())
+}
+
+/// Calls `each` with every driver file holding a tag that matches any of `patterns`, with its
+/// strongest evidence in `scope`: by tag, strongest first, then by host and path (the JSON
+/// order). The answer streams: one tag's files are in memory at a time, and the files of the
+/// contents seen so far (each read once).
+pub fn each_file(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+    scope: Scope,
+    mut each: impl FnMut(Found<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut holders: HashMap<i64, Vec<StoredFile>> = HashMap::new();
+    let mut sites: Vec<Vec<StoredSite>> = Vec::new();
+    each_matching_tag(db, patterns, ignore_case, scope, |tag, pairs| {
+        db.files_of(pairs.iter().map(|(id, _)| *id), &mut holders)?;
+        sites.clear();
+        for &(id, evidence) in pairs {
+            sites.push(sites_of(db, id, tag, evidence)?);
+        }
+        let mut found: Vec<Found> = Vec::new();
+        for (&(id, evidence), sites) in pairs.iter().zip(&sites) {
+            found.extend(holders[&id].iter().map(|file| Found {
+                tag,
+                evidence,
+                file,
+                sites,
+            }));
+        }
+        found.sort_by(|a, b| {
+            (b.evidence, &a.file.host, &a.file.path).cmp(&(a.evidence, &b.file.host, &b.file.path))
+        });
+        found.into_iter().try_for_each(&mut each)
+    })
 }
 
 /// The driver files holding a tag that matches any of `patterns`, with their strongest evidence
-/// in `scope`: by tag, strongest first, then by host and path.
+/// in `scope`, in the order of [`each_file`]. For answers known to be small; a large one
+/// streams through [`each_file`].
 pub fn find_files(
     db: &Database,
     patterns: &[TagPattern],
     ignore_case: bool,
     scope: Scope,
 ) -> Result<Vec<FileMatch>> {
-    let strongest = matching_pairs(db, patterns, ignore_case, scope)?;
-    let holders = db.files_of(strongest.keys().map(|(_, id)| *id))?;
-    let mut files = Vec::with_capacity(strongest.len());
-    for ((tag, id), evidence) in strongest {
-        let sites = sites_of(db, id, tag, evidence)?;
-        for file in &holders[&id] {
-            files.push(FileMatch {
-                tag,
-                file: file.clone(),
-                evidence,
-                sites: sites.clone(),
-            });
-        }
-    }
-    files.sort_by(|a, b| {
-        (a.tag, b.evidence, &a.file.host, &a.file.path).cmp(&(
-            b.tag,
-            a.evidence,
-            &b.file.host,
-            &b.file.path,
-        ))
-    });
+    let mut files = Vec::new();
+    each_file(db, patterns, ignore_case, scope, |found| {
+        files.push(found.to_match());
+        Ok(())
+    })?;
     Ok(files)
 }
 
@@ -311,15 +361,12 @@ pub fn list_files(
     ignore_case: bool,
     scope: Scope,
 ) -> Result<Vec<String>> {
-    let pairs = matching_pairs(db, patterns, ignore_case, scope)?;
-    paths_holding(db, &pairs)
-}
-
-/// The distinct paths of the contents of `pairs`, sorted.
-fn paths_holding(db: &Database, pairs: &BTreeMap<(Tag, i64), Evidence>) -> Result<Vec<String>> {
-    let contents: BTreeSet<i64> = pairs.keys().map(|(_, id)| *id).collect();
-    let paths: BTreeSet<String> = db.paths_of(&contents)?.into_iter().collect();
-    Ok(paths.into_iter().collect())
+    let mut contents = BTreeSet::new();
+    each_matching_tag(db, patterns, ignore_case, scope, |_, pairs| {
+        contents.extend(pairs.iter().map(|(id, _)| *id));
+        Ok(())
+    })?;
+    db.paths_of(&contents)
 }
 
 /// The files holding a match at any level, for a query that found none at the level asked.
@@ -328,11 +375,20 @@ fn weaker_files(
     patterns: &[TagPattern],
     ignore_case: bool,
 ) -> Result<Option<Weaker>> {
-    let pairs = matching_pairs(db, patterns, ignore_case, Scope::AtLeast(Evidence::Bytes))?;
-    let Some(&strongest) = pairs.values().max() else {
+    let mut contents = BTreeSet::new();
+    let mut strongest = None;
+    let scope = Scope::AtLeast(Evidence::Bytes);
+    each_matching_tag(db, patterns, ignore_case, scope, |_, pairs| {
+        for &(id, evidence) in pairs {
+            contents.insert(id);
+            strongest = strongest.max(Some(evidence));
+        }
+        Ok(())
+    })?;
+    let Some(strongest) = strongest else {
         return Ok(None);
     };
-    let files = paths_holding(db, &pairs)?.len();
+    let files = db.paths_of(&contents)?.len();
     Ok(Some(Weaker { files, strongest }))
 }
 

@@ -466,6 +466,97 @@ impl Database {
         Ok(out)
     }
 
+    /// Walks every tag key in `low..=high` in key order, calling `each` once per tag found with
+    /// its contents (by id) and the strongest evidence of each: the bytes level from the posting
+    /// lists when `bytes`, and the `content_tag` rows at `stronger` or above when given. The two
+    /// tables are both in tag order, so they are merged as they are read: one tag is in memory
+    /// at a time, and a walk over every tag of a large index stays small.
+    pub fn each_tag(
+        &self,
+        (low, high): (u32, u32),
+        bytes: bool,
+        stronger: Option<Evidence>,
+        mut each: impl FnMut(Tag, &[(i64, Evidence)]) -> Result<()>,
+    ) -> Result<()> {
+        let fail = |e| self.fail(e);
+        let mut postings = self
+            .conn
+            .prepare_cached(
+                "SELECT tag, content_ids FROM bytes_posting WHERE tag BETWEEN ?1 AND ?2 \
+                 ORDER BY tag",
+            )
+            .map_err(fail)?;
+        let mut levels = self
+            .conn
+            .prepare_cached(
+                "SELECT tag, content_id, evidence FROM content_tag \
+                 WHERE tag BETWEEN ?1 AND ?2 AND evidence >= ?3 ORDER BY tag, content_id",
+            )
+            .map_err(fail)?;
+        // A table not asked for is read over an empty range.
+        let (posting_range, minimum) = (
+            if bytes { (low, high) } else { (1, 0) },
+            stronger.map_or(i64::MAX, |level| level as i64),
+        );
+        let mut posting_rows = postings
+            .query(params![posting_range.0, posting_range.1])
+            .map_err(fail)?;
+        let mut level_rows = levels.query(params![low, high, minimum]).map_err(fail)?;
+        let mut next_posting = || -> Result<Option<(u32, Vec<i64>)>> {
+            let Some(row) = posting_rows.next().map_err(fail)? else {
+                return Ok(None);
+            };
+            let key = key_of(row.get(0).map_err(fail)?)
+                .ok_or_else(|| self.damaged("a tag key out of range"))?;
+            let ids = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .ok()
+                .and_then(postings::decode)
+                .ok_or_else(|| {
+                    self.damaged(&format!("the content list of tag {}", Tag::from_key(key)))
+                })?;
+            Ok(Some((key, ids)))
+        };
+        let mut next_level = || -> Result<Option<(u32, i64, Evidence)>> {
+            let Some(row) = level_rows.next().map_err(fail)? else {
+                return Ok(None);
+            };
+            let key = key_of(row.get(0).map_err(fail)?)
+                .ok_or_else(|| self.damaged("a tag key out of range"))?;
+            let evidence = Evidence::from_number(row.get(2).map_err(fail)?)
+                .ok_or_else(|| self.damaged("an unknown evidence level"))?;
+            Ok(Some((key, row.get(1).map_err(fail)?, evidence)))
+        };
+        let mut posting = next_posting()?;
+        let mut level = next_level()?;
+        let mut pairs: Vec<(i64, Evidence)> = Vec::new();
+        loop {
+            let key = match (&posting, &level) {
+                (None, None) => return Ok(()),
+                (Some((p, _)), None) => *p,
+                (None, Some((l, _, _))) => *l,
+                (Some((p, _)), Some((l, _, _))) => (*p).min(*l),
+            };
+            pairs.clear();
+            if let Some((_, ids)) = posting.as_ref().filter(|(p, _)| *p == key) {
+                pairs.extend(ids.iter().map(|&id| (id, Evidence::Bytes)));
+                posting = next_posting()?;
+            }
+            let from_postings = pairs.len();
+            while let Some((_, id, evidence)) = level.filter(|(l, _, _)| *l == key) {
+                pairs.push((id, evidence));
+                level = next_level()?;
+            }
+            if from_postings > 0 && pairs.len() > from_postings {
+                // By id, the strongest first, then each id once.
+                pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                pairs.dedup_by_key(|pair| pair.0);
+            }
+            each(Tag::from_key(key), &pairs)?;
+        }
+    }
+
     /// Evidence stronger than bytes for every tag key in `low..=high`: (tag, content id, level).
     pub fn stronger_evidence(&self, low: u32, high: u32) -> Result<Vec<(Tag, i64, Evidence)>> {
         let mut statement = self
@@ -520,18 +611,19 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
-    /// The files holding each of the given contents, by host and path.
+    /// Adds to `files` the files holding each of the given contents not in it yet, by host and
+    /// path.
     pub fn files_of(
         &self,
         content_ids: impl IntoIterator<Item = i64>,
-    ) -> Result<HashMap<i64, Vec<StoredFile>>> {
+        files: &mut HashMap<i64, Vec<StoredFile>>,
+    ) -> Result<()> {
         let mut statement = self
             .conn
             .prepare_cached(&format!(
                 "SELECT {FILE_COLUMNS} WHERE f.content_id = ?1 ORDER BY f.host, f.path"
             ))
             .map_err(|e| self.fail(e))?;
-        let mut files = HashMap::new();
         for id in content_ids {
             if files.contains_key(&id) {
                 continue;
@@ -545,7 +637,7 @@ impl Database {
             }
             files.insert(id, rows);
         }
-        Ok(files)
+        Ok(())
     }
 
     /// Every host the database holds anything of (files, tag files or runs), sorted.
@@ -559,36 +651,17 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
-    /// The paths of the files holding any of `contents`, any order. Many contents are looked up
-    /// in one pass over the file table, a few through its index.
+    /// The distinct paths of the files holding any of `contents`, sorted (byte order, as Rust
+    /// sorts strings). One statement, whatever the number of contents.
     pub fn paths_of(&self, contents: &std::collections::BTreeSet<i64>) -> Result<Vec<String>> {
-        let mut paths = Vec::new();
-        let read = |sql: &str, paths: &mut Vec<String>, id: Option<i64>| -> rusqlite::Result<()> {
-            let mut statement = self.conn.prepare_cached(sql)?;
-            let mut rows = match id {
-                Some(id) => statement.query([id])?,
-                None => statement.query([])?,
-            };
-            while let Some(row) = rows.next()? {
-                if contents.contains(&row.get(0)?) {
-                    paths.push(row.get(1)?);
-                }
-            }
-            Ok(())
-        };
-        let result = if contents.len() > 32 {
-            read("SELECT content_id, path FROM file", &mut paths, None)
-        } else {
-            contents.iter().try_for_each(|id| {
-                read(
-                    "SELECT content_id, path FROM file WHERE content_id = ?1",
-                    &mut paths,
-                    Some(*id),
-                )
-            })
-        };
-        result.map_err(|e| self.fail(e))?;
-        Ok(paths)
+        let ids = serde_json::to_string(contents).map_err(|e| Error::new(e.to_string()))?;
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT path FROM file \
+                 WHERE content_id IN (SELECT value FROM json_each(?1)) ORDER BY path",
+            )
+            .and_then(|mut s| s.query_map([ids], |r| r.get(0))?.collect())
+            .map_err(|e| self.fail(e))
     }
 
     /// The id of the content with this SHA-256, when indexed.
@@ -756,7 +829,12 @@ fn schema_of(conn: &Connection) -> rusqlite::Result<Vec<SchemaObject>> {
 }
 
 fn tag_of_key(key: i64) -> Option<Tag> {
-    u32::try_from(key).ok().map(Tag::from_key)
+    key_of(key).map(Tag::from_key)
+}
+
+/// A tag key as stored, when it is one (a damaged database may hold any integer).
+fn key_of(key: i64) -> Option<u32> {
+    u32::try_from(key).ok()
 }
 
 /// The `file:` URI that opens `path` read-only and immutable. Characters that mean something in
