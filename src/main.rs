@@ -108,9 +108,33 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
         }
         QueryOutput::Human => {
             let scope = Scope::from_option(config.evidence, Scope::AtLeast(Evidence::Bytes));
-            let answer = query::answer(&db, &config.patterns, config.ignore_case, scope)?;
-            print::query_human(&mut out, &answer, &config.patterns, config.evidence)?;
-            !answer.entries.is_empty() || !answer.files.is_empty()
+            let list_bytes = config.evidence == Some(Evidence::Bytes);
+            let mut answer = query::answer(&db, &config.patterns, config.ignore_case)?;
+            print::entries_human_section(&mut out, &answer)?;
+            let mut drivers = 0usize;
+            query::each_shown(
+                &db,
+                &config.patterns,
+                config.ignore_case,
+                scope,
+                list_bytes,
+                |line| {
+                    print::shown_human(&mut out, line, drivers == 0, answer.several_hosts)?;
+                    drivers += 1;
+                    Ok(())
+                },
+            )?;
+            if drivers == 0 {
+                query::explain_none(
+                    &db,
+                    &mut answer,
+                    &config.patterns,
+                    config.ignore_case,
+                    scope,
+                )?;
+                print::no_driver_human(&mut out, &answer, &config.patterns, config.evidence)?;
+            }
+            !answer.entries.is_empty() || drivers > 0
         }
     };
     out.flush()?;

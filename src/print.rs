@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::annotate::{self, COLUMN_NAME, Input, Separator, Slot, TagAnswer};
 use crate::extract::Evidence;
-use crate::query::{self, Collision, FileTag, Found, QueryAnswer, Shown};
+use crate::query::{Collision, FileTag, Found, QueryAnswer, Shown};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
 use crate::text::escape;
@@ -208,17 +208,55 @@ fn entries_human(
     Ok(())
 }
 
-/// The human answer: Pooltag.txt entries, then drivers ranked by [`query::ranked`] (each tag's
-/// bytes-level files counted after the first few unless `evidence` is `bytes`); or why there is
-/// none, with the drivers holding a match below the `evidence` level asked.
-pub fn query_human(
+/// The start of the human answer: the Pooltag.txt entries, when any match.
+pub fn entries_human_section(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> {
+    if !answer.entries.is_empty() {
+        writeln!(out, "Pooltag.txt:")?;
+        entries_human(out, &answer.entries, answer.several_hosts)?;
+    }
+    Ok(())
+}
+
+/// One line of the drivers of the human answer, as [`crate::query::each_shown`] gives them; `first`
+/// heads the list.
+pub fn shown_human(
+    out: &mut impl Write,
+    line: Shown<'_>,
+    first: bool,
+    several_hosts: bool,
+) -> io::Result<()> {
+    if first {
+        writeln!(out, "Drivers:")?;
+    }
+    match line {
+        Shown::File(found) => {
+            let path = shown(&found.file.host, &found.file.path, several_hosts);
+            let tag = paint(&found.tag.to_string(), "1");
+            writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
+            details(out, found.file, found.sites)
+        }
+        Shown::MoreBytes { tag, count } => {
+            let files = if count == 1 { "file" } else { "files" };
+            writeln!(
+                out,
+                "  {}  {}  ... and {count} more {files} (--evidence bytes lists them)",
+                paint(&tag.to_string(), "1"),
+                level(Evidence::Bytes)
+            )
+        }
+    }
+}
+
+/// The end of a human answer that showed no driver: why there is none, with the drivers holding
+/// a match below the `evidence` level asked, and known tags near the pattern when nothing
+/// matched at all.
+pub fn no_driver_human(
     out: &mut impl Write,
     answer: &QueryAnswer,
     patterns: &[TagPattern],
     evidence: Option<Evidence>,
 ) -> io::Result<()> {
-    let list_bytes = evidence == Some(Evidence::Bytes);
-    // Set only when no file meets the level asked and some hold a match below it.
+    // Set only when some file holds a match below the level asked.
     let below = evidence.zip(answer.weaker).map(|(level, weaker)| {
         let (drivers, hold, them) = match weaker.files {
             1 => ("driver", "holds", "it"),
@@ -237,31 +275,6 @@ pub fn query_human(
         )
     });
     if !answer.entries.is_empty() {
-        writeln!(out, "Pooltag.txt:")?;
-        entries_human(out, &answer.entries, answer.several_hosts)?;
-    }
-    if !answer.files.is_empty() {
-        writeln!(out, "Drivers:")?;
-        for line in query::ranked(&answer.files, list_bytes) {
-            match line {
-                Shown::File(found) => {
-                    let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
-                    let tag = paint(&found.tag.to_string(), "1");
-                    writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
-                    details(out, &found.file, &found.sites)?;
-                }
-                Shown::MoreBytes { tag, count } => {
-                    let files = if count == 1 { "file" } else { "files" };
-                    writeln!(
-                        out,
-                        "  {}  {}  ... and {count} more {files} (--evidence bytes lists them)",
-                        paint(&tag.to_string(), "1"),
-                        level(Evidence::Bytes)
-                    )?;
-                }
-            }
-        }
-    } else if !answer.entries.is_empty() {
         match &below {
             Some((level, weaker)) => {
                 writeln!(out, "Drivers: no indexed driver holds it {level}")?;
@@ -269,29 +282,28 @@ pub fn query_human(
             }
             None => writeln!(out, "Drivers: no indexed driver holds it")?,
         }
+        return Ok(());
     }
-    if answer.entries.is_empty() && answer.files.is_empty() {
-        let asked: Vec<String> = patterns.iter().map(|p| format!("'{p}'")).collect();
-        let asked = asked.join(", ");
-        match &below {
-            Some((level, weaker)) => {
-                writeln!(
-                    out,
-                    "No Pooltag.txt entry for {asked}, and no indexed driver {level}."
-                )?;
-                writeln!(out, "{weaker}")?;
-            }
-            None => writeln!(
+    let asked: Vec<String> = patterns.iter().map(|p| format!("'{p}'")).collect();
+    let asked = asked.join(", ");
+    match &below {
+        Some((level, weaker)) => {
+            writeln!(
                 out,
-                "No Pooltag.txt entry and no indexed driver for {asked}."
-            )?,
+                "No Pooltag.txt entry for {asked}, and no indexed driver {level}."
+            )?;
+            writeln!(out, "{weaker}")?;
         }
-        if !answer.neighbours.is_empty() {
-            writeln!(out, "Known tags with the same first three characters:")?;
-            let names: Vec<String> = answer.neighbours.iter().map(|t| format!("'{t}'")).collect();
-            for line in names.chunks(10) {
-                writeln!(out, "  {}", line.join(" "))?;
-            }
+        None => writeln!(
+            out,
+            "No Pooltag.txt entry and no indexed driver for {asked}."
+        )?,
+    }
+    if !answer.neighbours.is_empty() {
+        writeln!(out, "Known tags with the same first three characters:")?;
+        let names: Vec<String> = answer.neighbours.iter().map(|t| format!("'{t}'")).collect();
+        for line in names.chunks(10) {
+            writeln!(out, "  {}", line.join(" "))?;
         }
     }
     Ok(())
@@ -776,7 +788,7 @@ mod tests {
                 line: 1,
             };
             let tag = Tag(*b"AfdA");
-            let found = query::FileMatch {
+            let found = crate::query::FileMatch {
                 tag,
                 file: file.clone(),
                 evidence: Evidence::Call,
@@ -784,9 +796,14 @@ mod tests {
             };
             let answer = QueryAnswer {
                 entries: vec![entry.clone()],
-                files: vec![found.clone()],
                 several_hosts: true,
                 ..QueryAnswer::default()
+            };
+            let shown_file = Found {
+                tag,
+                evidence: found.evidence,
+                file: &found.file,
+                sites: &found.sites,
             };
             let file_tag = FileTag { tag, evidence: Evidence::Call, sites: vec![site] };
             let collision = Collision { drivers: vec![found.clone()], entries: vec![entry.clone()] };
@@ -803,10 +820,12 @@ mod tests {
             };
             let answers = HashMap::from([(
                 tag,
-                TagAnswer { tag, drivers: vec![found], entries: vec![entry] },
+                TagAnswer { tag, drivers: vec![found.clone()], entries: vec![entry] },
             )]);
             let mut out = Vec::new();
-            query_human(&mut out, &answer, &[], None).unwrap();
+            entries_human_section(&mut out, &answer).unwrap();
+            shown_human(&mut out, Shown::File(shown_file), true, true).unwrap();
+            no_driver_human(&mut out, &answer, &[], None).unwrap();
             tags_human(&mut out, &file, std::slice::from_ref(&file_tag), true, true).unwrap();
             collisions_human(&mut out, &texts[1], &[(file_tag, collision)], true).unwrap();
             paths(&mut out, &texts).unwrap();

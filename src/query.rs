@@ -87,13 +87,11 @@ pub struct FileTag {
     pub sites: Vec<StoredSite>,
 }
 
-/// Everything a query found.
+/// What a person is told beside the drivers of a query (which stream: [`each_shown`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueryAnswer {
     /// Pooltag.txt lines whose tag (or wildcard) meets a pattern, in source and line order.
     pub entries: Vec<StoredEntry>,
-    /// Files per matching tag: by tag, strongest evidence first, then by path.
-    pub files: Vec<FileMatch>,
     /// When nothing matched: known tags sharing the first three characters of an exact pattern.
     pub neighbours: Vec<Tag>,
     /// When no file meets the `--evidence` level asked but some hold a match at a weaker level:
@@ -275,33 +273,32 @@ pub fn find_neighbours(
     Ok(near.into_iter().collect())
 }
 
-/// Answers a query in full (the human and JSON outputs).
-pub fn answer(
+/// What a person is told of a query before its drivers: the matching Pooltag.txt entries, and
+/// whether paths show their host. [`explain_none`] adds the rest when no driver matched.
+pub fn answer(db: &Database, patterns: &[TagPattern], ignore_case: bool) -> Result<QueryAnswer> {
+    Ok(QueryAnswer {
+        entries: find_entries(&db.tag_entries()?, patterns, ignore_case),
+        several_hosts: db.host_count()? > 1,
+        ..QueryAnswer::default()
+    })
+}
+
+/// For a query that found no driver in `scope`: known tags near an exact pattern (when no entry
+/// matched either), and the drivers holding a match below the level asked.
+pub fn explain_none(
     db: &Database,
+    answer: &mut QueryAnswer,
     patterns: &[TagPattern],
     ignore_case: bool,
     scope: Scope,
-) -> Result<QueryAnswer> {
-    let all_entries = db.tag_entries()?;
-    let entries = find_entries(&all_entries, patterns, ignore_case);
-    let files = find_files(db, patterns, ignore_case, scope)?;
-    let neighbours = if entries.is_empty() && files.is_empty() {
-        find_neighbours(db, &all_entries, patterns, ignore_case)?
-    } else {
-        Vec::new()
-    };
-    let weaker = if files.is_empty() && scope != Scope::AtLeast(Evidence::Bytes) {
-        weaker_files(db, patterns, ignore_case)?
-    } else {
-        None
-    };
-    Ok(QueryAnswer {
-        entries,
-        files,
-        neighbours,
-        weaker,
-        several_hosts: db.host_count()? > 1,
-    })
+) -> Result<()> {
+    if answer.entries.is_empty() {
+        answer.neighbours = find_neighbours(db, &db.tag_entries()?, patterns, ignore_case)?;
+    }
+    if scope != Scope::AtLeast(Evidence::Bytes) {
+        answer.weaker = weaker_files(db, patterns, ignore_case)?;
+    }
+    Ok(())
 }
 
 /// Bytes-level files a person is shown per tag before the rest are counted.
@@ -310,7 +307,7 @@ pub const BYTES_SHOWN: usize = 3;
 /// One line of the drivers a person is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shown<'a> {
-    File(&'a FileMatch),
+    File(Found<'a>),
     /// How many more files hold `tag` at the bytes level only.
     MoreBytes {
         tag: Tag,
@@ -318,40 +315,72 @@ pub enum Shown<'a> {
     },
 }
 
-/// The files of an answer as a person reads them: strongest evidence first across every matched
-/// tag (then by tag, host and path), so that a wildcard's `call` answers are not scattered among
-/// thousands of `bytes` lines; unless `list_bytes`, each tag's bytes-level files are the first
-/// [`BYTES_SHOWN`] and a count. The JSON and `-l` orders are not this one: they are contracts.
-pub fn ranked(files: &[FileMatch], list_bytes: bool) -> Vec<Shown<'_>> {
-    let mut order: Vec<&FileMatch> = files.iter().collect();
-    order.sort_by(|a, b| {
-        (b.evidence, a.tag, &a.file.host, &a.file.path).cmp(&(
-            a.evidence,
-            b.tag,
-            &b.file.host,
-            &b.file.path,
-        ))
+/// Calls `each` with the drivers of a query as a person reads them: strongest evidence first
+/// across every matched tag (then by tag, host and path), so that a wildcard's `call` answers
+/// are not scattered among thousands of `bytes` lines; unless `list_bytes`, each tag's
+/// bytes-level files are the first [`BYTES_SHOWN`] and a count. The JSON and `-l` orders are not
+/// this one: they are contracts. One walk over the matching tags per level, strongest first, so
+/// that memory holds one tag at a time however large the answer.
+pub fn each_shown(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+    scope: Scope,
+    list_bytes: bool,
+    mut each: impl FnMut(Shown<'_>) -> Result<()>,
+) -> Result<()> {
+    let levels = Evidence::ALL.into_iter().filter(|level| match scope {
+        Scope::Bytes => *level == Evidence::Bytes,
+        Scope::AtLeast(minimum) => *level >= minimum,
     });
-    let mut shown = Vec::with_capacity(order.len());
-    let mut rest = order.into_iter().peekable();
-    while let Some(found) = rest.next() {
-        if found.evidence != Evidence::Bytes || list_bytes {
-            shown.push(Shown::File(found));
-            continue;
-        }
-        let mut same_tag = vec![found];
-        while let Some(next) = rest.next_if(|f| f.tag == found.tag) {
-            same_tag.push(next);
-        }
-        shown.extend(same_tag.iter().take(BYTES_SHOWN).map(|f| Shown::File(f)));
-        if same_tag.len() > BYTES_SHOWN {
-            shown.push(Shown::MoreBytes {
-                tag: found.tag,
-                count: same_tag.len() - BYTES_SHOWN,
-            });
+    for level in levels {
+        // Stronger evidence than `level` comes along (a pair's strongest level decides where it
+        // is shown) and is left to its own walk.
+        let walk = if level == Evidence::Bytes {
+            scope
+        } else {
+            Scope::AtLeast(level)
+        };
+        let counted = level == Evidence::Bytes && !list_bytes;
+        // The tag whose bytes-level files are being counted, and how many so far.
+        let mut counting: Option<(Tag, usize)> = None;
+        each_file(db, patterns, ignore_case, walk, |found| {
+            if found.evidence != level {
+                return Ok(());
+            }
+            if !counted {
+                return each(Shown::File(found));
+            }
+            if let Some((tag, count)) = counting.take_if(|(tag, _)| *tag != found.tag) {
+                more_bytes(tag, count, &mut each)?;
+            }
+            let (_, count) = counting.get_or_insert((found.tag, 0));
+            *count += 1;
+            if *count <= BYTES_SHOWN {
+                each(Shown::File(found))?;
+            }
+            Ok(())
+        })?;
+        if let Some((tag, count)) = counting {
+            more_bytes(tag, count, &mut each)?;
         }
     }
-    shown
+    Ok(())
+}
+
+/// The count line after a tag's first [`BYTES_SHOWN`] bytes-level files, when there are more.
+fn more_bytes(
+    tag: Tag,
+    count: usize,
+    each: &mut impl FnMut(Shown<'_>) -> Result<()>,
+) -> Result<()> {
+    if count > BYTES_SHOWN {
+        each(Shown::MoreBytes {
+            tag,
+            count: count - BYTES_SHOWN,
+        })?;
+    }
+    Ok(())
 }
 
 /// The `-l` answer: matching driver paths, sorted, each once.
