@@ -196,14 +196,13 @@ fn csv(
             .filter_map(|s| s.api.as_deref())
             .collect();
         apis.dedup();
-        let sha256: String = file.sha256.iter().map(|b| format!("{b:02x}")).collect();
         writer
             .write_record([
                 found.tag.to_string().as_str(),
                 found.evidence.name(),
                 &file.host,
                 &file.path,
-                &sha256,
+                &print::hex(&file.sha256),
                 &print::machine_name(file.machine),
                 file.company.as_deref().unwrap_or(""),
                 file.description.as_deref().unwrap_or(""),
