@@ -754,7 +754,7 @@ impl Database {
 
     /// Every tag of one content whose strongest evidence is `minimum` or stronger, in key order.
     /// The bytes level is stored by tag, so including it reads every posting list: a full scan,
-    /// fine for one command.
+    /// each list read in place and only as far as the content's id.
     pub fn tags_of_content(
         &self,
         content_id: i64,
@@ -762,8 +762,22 @@ impl Database {
     ) -> Result<Vec<(Tag, Evidence)>> {
         let mut strongest: HashMap<Tag, Evidence> = HashMap::new();
         if minimum == Evidence::Bytes {
-            for (tag, ids) in self.postings(0, u32::MAX)? {
-                if ids.binary_search(&content_id).is_ok() {
+            let fail = |e| self.fail(e);
+            let mut statement = self
+                .conn
+                .prepare_cached("SELECT tag, content_ids FROM bytes_posting")
+                .map_err(fail)?;
+            let mut rows = statement.query([]).map_err(fail)?;
+            while let Some(row) = rows.next().map_err(fail)? {
+                let tag = tag_of_key(row.get(0).map_err(fail)?)
+                    .ok_or_else(|| self.damaged("a tag key out of range"))?;
+                let holds = row
+                    .get_ref(1)
+                    .and_then(|v| Ok(v.as_blob()?))
+                    .ok()
+                    .and_then(|blob| postings::contains(blob, content_id))
+                    .ok_or_else(|| self.damaged(&format!("the content list of tag {tag}")))?;
+                if holds {
                     strongest.insert(tag, Evidence::Bytes);
                 }
             }
