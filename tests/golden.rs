@@ -6,6 +6,7 @@
 //! Paths are indexed under this repository's folder, which differs between checkouts: outputs
 //! are compared with that folder written `$ROOT`. `POOLTAG_BLESS=1 cargo test --test golden`
 //! rewrites the committed files from the current binary (only when an output is meant to change).
+//! Damage met halfway through a streamed answer is an error naming the file.
 
 use std::path::{Path, PathBuf};
 
@@ -175,4 +176,57 @@ fn read_commands_print_the_committed_outputs() {
         std::fs::write(&file, &digests).unwrap();
     }
     assert_eq!(digests, std::fs::read_to_string(&file).unwrap());
+}
+
+/// A damaged posting list or evidence level met while streaming an answer is an error naming
+/// the database, exit status 2, for every read command that reaches it.
+#[test]
+fn damage_met_while_streaming_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pooltag.db");
+    index(&db);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let key = u32::from_be_bytes(*b"1Ba2");
+    conn.execute_batch(&format!(
+        "UPDATE bytes_posting SET content_ids = x'0180' WHERE tag = {key};
+         PRAGMA ignore_check_constraints = 1;
+         UPDATE content_tag SET evidence = 9 WHERE tag = {};",
+        u32::from_be_bytes(*b"1Ba1")
+    ))
+    .unwrap();
+    drop(conn);
+    let shown = db.display().to_string();
+    for (args, what) in [
+        (
+            &["query", "--json", "1Ba2"][..],
+            "the content list of tag 1Ba2",
+        ),
+        (&["query", "-l", "1Ba2"], "the content list of tag 1Ba2"),
+        (&["query", "1Ba2"], "the content list of tag 1Ba2"),
+        (&["query", "--json", "1Ba1"], "an unknown evidence level"),
+        (&["query", "1Ba1"], "an unknown evidence level"),
+        (&["export", "--format", "csv"], "an unknown evidence level"),
+        (
+            &["tags", "--evidence", "bytes", "x64-O2/basic.sys"],
+            "the content list of tag 1Ba2",
+        ),
+    ] {
+        let run = Command::cargo_bin("pooltag")
+            .unwrap()
+            .env_remove("POOLTAG_DB")
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(run.stderr).unwrap();
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "pooltag: {shown}: the database is damaged ({what}); rebuild it with 'pooltag index'\n"
+            ),
+            "{args:?}"
+        );
+    }
 }
