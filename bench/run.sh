@@ -617,12 +617,13 @@ capped() {
   printf '%s %s %s\n' "$(tail -n 1 "$t" 2>/dev/null || echo '- -')" "$rc" "$(cat "$scratch/read/bytes.txt")"
 }
 
-# first_bytes WHICH_PT: median time for `query --json --all '*' | head -c 4096` to end.
+# first_bytes PT WHICH: median time for `query --json --all '*' | head -c 4096` to end, under
+# the same 4 GB limit as `capped` (a pooltag that builds the answer first fails instead).
 first_bytes() {
   local j=$scratch/read/first-$2.json
   timeout $((index_timeout * 3)) hyperfine --shell=bash --output=pipe --style none --ignore-failure \
     --warmup 1 --runs 5 --export-json "$j" \
-    "$(shq "$1" --db "$bench_db" query --json --all '*') | head -c 4096 >/dev/null" >/dev/null 2>&1 ||
+    "ulimit -v 4000000; $(shq "$1" --db "$bench_db" query --json --all '*') | head -c 4096 >/dev/null" >/dev/null 2>&1 ||
     { read_notes+=("$2: \`query --json --all '*' | head -c 4096\` did not end within $((index_timeout * 3)) s"); return 0; }
   python3 -c "import json,sys; print('%.9f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$j"
 }
@@ -678,9 +679,9 @@ con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 print(con.execute("SELECT path FROM file f JOIN content c ON c.id = f.content_id ORDER BY c.size DESC, path LIMIT 1").fetchone()[0])
 PY
 )
-  RR[files:$read_absent]=$("$pt" --db "$bench_db" query -l -- "$read_absent" | wc -l)
-  RR[files:$read_few]=$("$pt" --db "$bench_db" query -l -- "$read_few" | wc -l)
-  RR[files:$read_most]=$("$pt" --db "$bench_db" query -l -- "$read_most" | wc -l)
+  for t in "$read_absent" "$read_few" "$read_most"; do
+    RR[files:$t]=$(query_l "$bench_db" "$t" | wc -l)
+  done
   log "read side: tags '$read_absent' (${RR[files:$read_absent]} files), '$read_few' (${RR[files:$read_few]}), '$read_most' (${RR[files:$read_most]}); tags FILE: $read_file"
 
   local whiches=(after)
@@ -756,7 +757,7 @@ read_table() {
     rrow "\`query '$t'\`, median" ms "human:$t" "$limit" "$target"
   done
   rrow "\`tags $(basename "$read_file")\` (the largest file, default level), median" ms tags
-  rrow "\`query --json --all '*' | head -c 4096\` ends, median" ms first 0.1 "<= 100 ms"
+  rrow "\`query --json --all '*' \\| head -c 4096\` ends, median" ms first 0.1 "<= 100 ms"
   wrow "\`query --json --all '*' > /dev/null\`" json_all
   wrow "\`query --all '*' > /dev/null\`" human_all
   wrow "\`export --format json --evidence bytes > /dev/null\`" export_json

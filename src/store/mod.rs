@@ -611,8 +611,9 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
-    /// Adds to `files` the files holding each of the given contents not in it yet, by host and
-    /// path. One statement for all of them: a tag held by thousands of contents is one lookup.
+    /// Adds to `files` the files holding each of the given contents not in it yet, in no
+    /// particular order (callers sort what they show). One statement for all of them: a tag held
+    /// by thousands of contents is one lookup.
     pub fn files_of(
         &self,
         content_ids: impl IntoIterator<Item = i64>,
@@ -629,8 +630,7 @@ impl Database {
         let mut statement = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} WHERE f.content_id IN (SELECT value FROM json_each(?1)) \
-                 ORDER BY f.content_id, f.host, f.path"
+                "SELECT {FILE_COLUMNS} WHERE f.content_id IN (SELECT value FROM json_each(?1))"
             ))
             .map_err(|e| self.fail(e))?;
         let rows = statement
