@@ -626,19 +626,29 @@ impl Database {
         if wanted.is_empty() {
             return Ok(());
         }
-        let ids = serde_json::to_string(&wanted).map_err(|e| Error::new(e.to_string()))?;
+        let fail = |e| self.fail(e);
+        let scan = self.scan_is_cheaper(wanted.len())?;
         let mut statement = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} WHERE f.content_id IN (SELECT value FROM json_each(?1))"
-            ))
-            .map_err(|e| self.fail(e))?;
-        let rows = statement
-            .query_map([ids], stored_file)
-            .map_err(|e| self.fail(e))?;
-        for row in rows {
-            let file = row.map_err(|e| self.fail(e))?;
-            files.entry(file.content_id).or_default().push(file);
+            .prepare_cached(&if scan {
+                format!("SELECT {FILE_COLUMNS}")
+            } else {
+                format!(
+                    "SELECT {FILE_COLUMNS} WHERE f.content_id IN (SELECT value FROM json_each(?1))"
+                )
+            })
+            .map_err(fail)?;
+        let mut rows = if scan {
+            statement.query([])
+        } else {
+            statement.query([json_ids(&wanted)?])
+        }
+        .map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            if wanted.contains(&row.get(0).map_err(fail)?) {
+                let file = stored_file(row).map_err(fail)?;
+                files.entry(file.content_id).or_default().push(file);
+            }
         }
         if let Some(id) = wanted.iter().find(|id| !files.contains_key(id)) {
             return Err(self.damaged(&format!("a tag names content {id}, which no file holds")));
@@ -660,14 +670,44 @@ impl Database {
     /// The distinct paths of the files holding any of `contents`, sorted (byte order, as Rust
     /// sorts strings). One statement, whatever the number of contents.
     pub fn paths_of(&self, contents: &std::collections::BTreeSet<i64>) -> Result<Vec<String>> {
-        let ids = serde_json::to_string(contents).map_err(|e| Error::new(e.to_string()))?;
-        self.conn
-            .prepare_cached(
-                "SELECT DISTINCT path FROM file \
-                 WHERE content_id IN (SELECT value FROM json_each(?1)) ORDER BY path",
-            )
-            .and_then(|mut s| s.query_map([ids], |r| r.get(0))?.collect())
-            .map_err(|e| self.fail(e))
+        let fail = |e| self.fail(e);
+        let scan = self.scan_is_cheaper(contents.len())?;
+        let mut statement = self
+            .conn
+            .prepare_cached(if scan {
+                "SELECT content_id, path FROM file"
+            } else {
+                "SELECT content_id, path FROM file \
+                 WHERE content_id IN (SELECT value FROM json_each(?1))"
+            })
+            .map_err(fail)?;
+        let mut rows = if scan {
+            statement.query([])
+        } else {
+            statement.query([json_ids(contents)?])
+        }
+        .map_err(fail)?;
+        let mut paths = std::collections::BTreeSet::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            if contents.contains(&row.get(0).map_err(fail)?) {
+                paths.insert(row.get::<_, String>(1).map_err(fail)?);
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
+    /// Whether reading every file row costs less than looking `contents` up through the index:
+    /// when they are more than a sixteenth of the files (counted roughly, and in one seek, as the
+    /// largest file id). A tag held by most files is then one pass over a small table.
+    fn scan_is_cheaper(&self, contents: usize) -> Result<bool> {
+        let last: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM file", [], |r| r.get(0))
+            .map_err(|e| self.fail(e))?;
+        Ok(i64::try_from(contents)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(16)
+            > last.unwrap_or(0))
     }
 
     /// The id of the content with this SHA-256, when indexed.
@@ -850,6 +890,11 @@ fn schema_of(conn: &Connection) -> rusqlite::Result<Vec<SchemaObject>> {
 
 fn tag_of_key(key: i64) -> Option<Tag> {
     key_of(key).map(Tag::from_key)
+}
+
+/// Content ids as the JSON array `json_each` reads: a whole set bound as one parameter.
+fn json_ids(ids: &std::collections::BTreeSet<i64>) -> Result<String> {
+    serde_json::to_string(ids).map_err(|e| Error::new(format!("cannot list content ids: {e}")))
 }
 
 /// A tag key as stored, when it is one (a damaged database may hold any integer).
