@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench/run.sh - end-to-end benchmark of pooltag against `grep -rlF`, on real driver binaries.
 #
-#   usage: bench/run.sh [--quick]
+#   usage: bench/run.sh [--quick] [--read-only]
 #
-#   --quick   fewer hyperfine runs (3 per index/grep, 10 per query instead of 10 and 30)
+#   --quick       fewer hyperfine runs (3 per index/grep, 10 per query instead of 10 and 30)
+#   --read-only   only step 5 (the read side on the bench corpus); the other sections of
+#                 bench/results.md are kept as they are
 #
 # What it does, in one run:
 #   1. builds pooltag (cargo build --release, in $CARGO_TARGET_DIR when that is set) and copies
@@ -39,9 +41,23 @@
 #      `export --format csv --evidence code` unchanged;
 #      every pooltag index run is bounded by $POOLTAG_BENCH_TIMEOUT seconds (default 300): a
 #      hung index is reported as a failure instead of hanging the benchmark;
-#   5. prints a Markdown table (metric, 1x, 20x, target, met) on stdout and writes it, with the
-#      machine and the date, to bench/results.md (overwritten). Progress goes to stderr. Targets
-#      marked "at 20x" are judged on the 20x copy only (the 1x figure is for information).
+#   5. the read side on the bench corpus ($POOLTAG_BENCH_CORPUS or ~/.cache/pooltag-bench-corpus:
+#      thousands of distinct PE files, fetched with $POOLTAG_BENCH_FETCH_SCRIPT, default
+#      /work/shared/corpus/fetch-bench-corpus.sh, when that folder holds no file; the time the
+#      fetch took is noted), indexed once into the scratch folder (reused while the corpus is
+#      unchanged): hyperfine medians of `query -l`, `query --json` and `query` for an absent
+#      tag, a tag in at most 100 files and the tag in the most files, and of `tags FILE` for the
+#      file with the most tags; how long `query --json --all '*' | head -c 4096` takes to end
+#      (the first bytes, then pooltag's exit on the closed pipe); wall time and peak RSS of the
+#      whole answers (`query --json --all '*'`, `query --all '*'`, `export --format json|csv
+#      --evidence bytes`, to /dev/null), each under a 4 GB address-space limit and
+#      $POOLTAG_BENCH_TIMEOUT seconds, so that a pooltag holding its answer in memory fails
+#      instead of exhausting the machine. With $POOLTAG_BEFORE naming another pooltag binary
+#      (say, a build of the main branch), every measurement is also made with it, side by side;
+#   6. prints Markdown tables on stdout and writes them, with the machine and the date, to
+#      bench/results.md (overwritten; with --read-only, only its read-side section). Progress
+#      goes to stderr. Targets marked "at 20x" are judged on the 20x copy only (the 1x figure is
+#      for information).
 #
 # Exit status: 0 when pooltag indexed both trees, agreed with grep on every tag and merged
 # correctly (missed performance targets only show as "no" in the table); 1 when pooltag failed,
@@ -56,9 +72,11 @@ log() { printf '%s\n' "bench: $*" >&2; }
 die() { printf '%s\n' "bench: error: $*" >&2; exit 2; }
 
 quick=0
+read_only=0
 for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
+    --read-only) read_only=1 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$arg'" ;;
   esac
@@ -73,6 +91,9 @@ repo=$(dirname "$bench_dir")
 scratch=${POOLTAG_BENCH_DIR:-${TMPDIR:-/tmp}/pooltag-bench}
 corpus=${POOLTAG_CORPUS:-$HOME/.cache/pooltag-corpus}
 fetch_script=${POOLTAG_FETCH_SCRIPT:-/work/shared/corpus/fetch-public-drivers.sh}
+bench_corpus=${POOLTAG_BENCH_CORPUS:-$HOME/.cache/pooltag-bench-corpus}
+bench_fetch_script=${POOLTAG_BENCH_FETCH_SCRIPT:-/work/shared/corpus/fetch-bench-corpus.sh}
+before_pt=${POOLTAG_BEFORE:-}
 results_md=$bench_dir/results.md
 
 mkdir -p "$scratch"
@@ -113,6 +134,7 @@ commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 # ---------------------------------------------------------------------------------------------
 # 2. Corpus and its 20x copy
 # ---------------------------------------------------------------------------------------------
+if ((!read_only)); then
 if [[ -z $(find "$corpus" -type f -print -quit 2>/dev/null) ]]; then
   [[ -f $fetch_script ]] || die "no corpus in $corpus and no fetch script at $fetch_script"
   log "no corpus in $corpus: fetching it with $fetch_script"
@@ -144,6 +166,7 @@ else
   ((dups == 0)) || log "warning: $dups contents occur more than once in the ${copies}x copy (the corpus has identical files)"
   mv "$c20.partial" "$c20"
   printf '%s\n' "$fingerprint" >"$stamp"
+fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -572,6 +595,191 @@ measure_merge() {
   log "merge of the same $merge_hosts into the existing database, median $(ms "${R[1x:merge_again]}")"
 }
 
+# ---------------------------------------------------------------------------------------------
+# 5. The read side on the bench corpus
+# ---------------------------------------------------------------------------------------------
+# RR: read-side results keyed "which:metric", which = after (this build) or before
+# ($POOLTAG_BEFORE); unset = not measured.
+declare -A RR=()
+read_notes=()
+
+# capped PT ARGS...: runs `pooltag ARGS`, its output counted by `wc -c`, under a 4 GB
+# address-space limit and the time bound; prints "seconds peak_kb status bytes".
+capped() {
+  local bin=$1; shift
+  local t=$scratch/read/time.txt rc=0
+  (
+    ulimit -v 4000000
+    set -o pipefail
+    timeout "$index_timeout" /usr/bin/time -f '%e %M' -o "$t" "$bin" "$@" 2>"$scratch/read/capped.log" |
+      wc -c >"$scratch/read/bytes.txt"
+  ) || rc=$?
+  printf '%s %s %s\n' "$(tail -n 1 "$t" 2>/dev/null || echo '- -')" "$rc" "$(cat "$scratch/read/bytes.txt")"
+}
+
+# first_bytes PT WHICH: median time for `query --json --all '*' | head -c 4096` to end, under
+# the same 4 GB limit as `capped` (a pooltag that builds the answer first fails instead).
+first_bytes() {
+  local j=$scratch/read/first-$2.json
+  timeout $((index_timeout * 3)) hyperfine --shell=bash --output=pipe --style none --ignore-failure \
+    --warmup 1 --runs 5 --export-json "$j" \
+    "ulimit -v 4000000; $(shq "$1" --db "$bench_db" query --json --all '*') | head -c 4096 >/dev/null" >/dev/null 2>&1 ||
+    { read_notes+=("$2: \`query --json --all '*' | head -c 4096\` did not end within $((index_timeout * 3)) s"); return 0; }
+  python3 -c "import json,sys; print('%.9f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$j"
+}
+
+measure_read() {
+  local start end rc=0 which bin t n key
+  local dir=$scratch/read
+  mkdir -p "$dir"
+  if [[ -z $(find "$bench_corpus" -type f -print -quit 2>/dev/null) ]]; then
+    [[ -f $bench_fetch_script ]] || { read_notes+=("no bench corpus in $bench_corpus and no fetch script at $bench_fetch_script: read side not measured"); return 0; }
+    log "no bench corpus in $bench_corpus: fetching it with $bench_fetch_script"
+    start=$(date +%s)
+    bash "$bench_fetch_script" "$bench_corpus" >&2 || die "$bench_fetch_script failed"
+    end=$(date +%s)
+    read_notes+=("the bench corpus was fetched by this run in $((end - start)) s")
+  fi
+  bench_corpus=$(cd "$bench_corpus" && pwd -P)
+  bench_db=$scratch/db-bench.sqlite
+  local stamp=$scratch/db-bench.complete
+  local fingerprint
+  fingerprint="$( (cd "$bench_corpus" && find . -type f -printf '%P\t%s\t%T@\n' | sort) | md5sum | cut -d' ' -f1) $(md5sum <"$pt" | cut -d' ' -f1)"
+  if [[ -f $bench_db && -f $stamp && $(cat "$stamp") == "$fingerprint" ]]; then
+    log "reusing the index of the bench corpus in $bench_db"
+  else
+    log "indexing the bench corpus $bench_corpus (once; reused while it and pooltag are unchanged)"
+    rm -f "$stamp"
+    fresh_index "$bench_db" "$bench_corpus" "$dir/index.log" || die "pooltag index of $bench_corpus failed"
+    printf '%s\n' "$fingerprint" >"$stamp"
+  fi
+  RR[summary]=$(tail -n 1 "$dir/index.log" 2>/dev/null || echo '(reused)')
+  RR[db]=$(db_bytes "$bench_db")
+
+  # The tags: absent; the first printable tag held by 50 to 100 files; the tag in the most files.
+  read_absent='Zq9!'
+  read -r read_most read_few < <(python3 - "$bench_db" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+def count(blob):
+    return sum(1 for b in blob if b < 0x80)
+def name(key):
+    return key.to_bytes(4, "big").decode("ascii")
+ok = lambda key: all(0x21 <= b <= 0x7e and b not in b"?*" for b in key.to_bytes(4, "big"))
+most = max(((count(b), k) for k, b in con.execute("SELECT tag, content_ids FROM bytes_posting") if ok(k)))
+few = next(k for k, b in con.execute(
+    "SELECT tag, content_ids FROM bytes_posting WHERE length(content_ids) BETWEEN 50 AND 200 ORDER BY tag")
+    if ok(k) and 50 <= count(b) <= 100)
+print(name(most[1]), name(few))
+PY
+)
+  read_file=$(python3 - "$bench_db" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(con.execute("SELECT path FROM file f JOIN content c ON c.id = f.content_id ORDER BY c.size DESC, path LIMIT 1").fetchone()[0])
+PY
+)
+  for t in "$read_absent" "$read_few" "$read_most"; do
+    RR[files:$t]=$(query_l "$bench_db" "$t" | wc -l)
+  done
+  log "read side: tags '$read_absent' (${RR[files:$read_absent]} files), '$read_few' (${RR[files:$read_few]}), '$read_most' (${RR[files:$read_most]}); tags FILE: $read_file"
+
+  local whiches=(after)
+  [[ -n $before_pt ]] && whiches+=(before)
+  for which in "${whiches[@]}"; do
+    bin=$pt
+    [[ $which == before ]] && bin=$before_pt
+    RR[$which:startup]=$(hf "$dir/$which-version.json" "$fast_runs" -- "$bin" --version)
+    for t in "$read_absent" "$read_few" "$read_most"; do
+      RR[$which:l:$t]=$(hf "$dir/$which-l.json" "$fast_runs" -- "$bin" --db "$bench_db" query -l -- "$t")
+      RR[$which:json:$t]=$(hf "$dir/$which-json.json" "$fast_runs" -- "$bin" --db "$bench_db" query --json -- "$t")
+      RR[$which:human:$t]=$(hf "$dir/$which-human.json" "$fast_runs" -- "$bin" --db "$bench_db" query -- "$t")
+    done
+    RR[$which:tags]=$(hf "$dir/$which-tags.json" "$slow_runs" -- "$bin" --db "$bench_db" tags "$read_file")
+    log "$which: query -l ${RR[$which:l:$read_absent]} / ${RR[$which:l:$read_few]} / ${RR[$which:l:$read_most]} s; tags ${RR[$which:tags]} s"
+    RR[$which:first]=$(first_bytes "$bin" "$which")
+    for key in json_all human_all export_json export_csv; do
+      case $key in
+        json_all) set -- query --json --all '*' ;;
+        human_all) set -- query --all '*' ;;
+        export_json) set -- export --format json --evidence bytes ;;
+        export_csv) set -- export --format csv --evidence bytes ;;
+      esac
+      log "$which: pooltag $* > /dev/null (the whole answer; minutes)"
+      read -r RR[$which:$key:s] RR[$which:$key:kb] RR[$which:$key:rc] RR[$which:$key:bytes] \
+        < <(capped "$bin" --db "$bench_db" "$@")
+    done
+  done
+}
+
+# A cell of the read-side table: the formatted value of RR[KEY], or n/a.
+rcell() { if [[ -v RR[$2] && -n ${RR[$2]} ]]; then "$1" "${RR[$2]}"; else printf 'n/a'; fi; }
+kb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k * 1024 / 1e6 }'; }
+# whole WHICH KEY: "S s, RSS MB" of a whole-answer run, or why it failed.
+whole() {
+  local s=${RR[$1:$2:s]-} k=${RR[$1:$2:kb]-} rc=${RR[$1:$2:rc]-}
+  [[ -n $rc ]] || { printf 'n/a'; return; }
+  if [[ $rc == 0 ]]; then
+    printf '%s s, peak RSS %s (%s out)' "$s" "$(kb "$k")" "$(mb "${RR[$1:$2:bytes]}")"
+  elif [[ $rc == 124 ]]; then
+    printf 'killed after %s s (peak RSS %s)' "$index_timeout" "$(kb "$k")"
+  else
+    printf 'failed (exit %s) after %s s under the 4 GB limit (peak RSS %s)' "$rc" "$s" "$(kb "$k")"
+  fi
+}
+# rrow METRIC FORMAT KEY LIMIT TARGET: before and after cells, the target and whether it is met.
+rrow() {
+  local metric=$1 fmt=$2 key=$3 limit=${4-} target=${5-} m=''
+  if [[ -n $limit ]]; then
+    m=no
+    [[ -v RR[after:$key] ]] && awk -v v="${RR[after:$key]}" -v l="$limit" 'BEGIN { exit !(v <= l) }' && m=yes
+  fi
+  printf '| %s | %s | %s | %s | %s |\n' "$metric" "$(rcell "$fmt" "before:$key")" "$(rcell "$fmt" "after:$key")" "$target" "$m"
+}
+# wrow METRIC KEY: a whole-answer row; met when it ran to the end under 300 MB.
+wrow() {
+  local m=no
+  [[ ${RR[after:$2:rc]-} == 0 ]] && awk -v k="${RR[after:$2:kb]}" 'BEGIN { exit !(k * 1024 <= 300e6) }' && m=yes
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$(whole before "$2")" "$(whole after "$2")" "<= 300 MB" "$m"
+}
+
+read_table() {
+  local t
+  echo "| metric | before | after | target | met |"
+  echo "|---|---:|---:|---|---|"
+  rrow "\`pooltag --version\` (process start), median" ms startup
+  for t in "$read_absent" "$read_few" "$read_most"; do
+    local limit=0.0025 target="<= 2.5 ms"
+    [[ $t == "$read_few" ]] && limit=0.003 target="<= 3 ms"
+    [[ $t == "$read_most" ]] && limit=0.010 target="<= 10 ms"
+    rrow "\`query -l '$t'\` (${RR[files:$t]} files), median" ms "l:$t" "$limit" "$target"
+    rrow "\`query --json '$t'\`, median" ms "json:$t" "$limit" "$target"
+    rrow "\`query '$t'\`, median" ms "human:$t" "$limit" "$target"
+  done
+  rrow "\`tags $(basename "$read_file")\` (the largest file, default level), median" ms tags
+  rrow "\`query --json --all '*' \\| head -c 4096\` ends, median" ms first 0.1 "<= 100 ms"
+  wrow "\`query --json --all '*' > /dev/null\`" json_all
+  wrow "\`query --all '*' > /dev/null\`" human_all
+  wrow "\`export --format json --evidence bytes > /dev/null\`" export_json
+  wrow "\`export --format csv --evidence bytes > /dev/null\`" export_csv
+}
+
+# The read-side section of results.md.
+read_section() {
+  echo "## Read side on the bench corpus"
+  echo
+  echo "- corpus: $bench_corpus ($(find "$bench_corpus" -type f | wc -l) files, $(mb "$(du -sb "$bench_corpus" | cut -f1)")); database $(mb "${RR[db]}")"
+  echo "- index summary: \`${RR[summary]}\`"
+  echo "- after: this build (commit $commit); before: ${before_pt:-not measured (set POOLTAG_BEFORE to a pooltag binary)}"
+  echo "- method: \`hyperfine -N --warmup $warmups\`, $fast_runs runs per query, $slow_runs for \`tags\`; first bytes with \`hyperfine --shell=bash\`, 5 runs; whole answers once each with \`/usr/bin/time\`, output counted by \`wc -c\`, under \`ulimit -v 4000000\` and ${index_timeout} s; load average before: $load_read, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- tags: '$read_absent' absent, '$read_few' in ${RR[files:$read_few]} files, '$read_most' in ${RR[files:$read_most]} (every file of the corpus: it holds no tag in 5,000 files)"
+  [[ ${RR[after:json_all:rc]-} == 0 ]] && echo "- \`query --json --all '*'\` prints $(mb "${RR[after:json_all:bytes]}") on one line (the JSON contract has no line breaks inside the array), so \`| head -1\` ends only when the whole answer is written; \`head -c\` ends at once"
+  echo
+  read_table
+  for n in "${read_notes[@]+"${read_notes[@]}"}"; do echo; echo "- $n"; done
+}
+
+if ((!read_only)); then
 # The test tags come from the 1x corpus: an index of it names the Wine tag, its bytes the rest.
 rm -f "$scratch/mismatches.txt"
 fresh_index "$scratch/db-1x.sqlite" "$corpus" /dev/null || die "pooltag index of $corpus failed"
@@ -590,6 +798,10 @@ measure_merge
 if "$pt" --version >/dev/null 2>&1; then
   R[startup]=$(hf "$scratch/hf-1x/version.json" "$fast_runs" -- "$pt" --version)
 fi
+fi
+
+load_read=$(cut -d' ' -f1-3 /proc/loadavg)
+measure_read
 
 # ---------------------------------------------------------------------------------------------
 # 4. Report
@@ -676,6 +888,26 @@ table() {
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 [[ -n $cpu ]] || cpu=$(awk -F': ' '/^(Hardware|cpu model|Model)/ { print $2; exit }' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/ { printf "%.1f GB", $2 * 1024 / 1e9 }' /proc/meminfo)
+read_md=$(read_section)
+if ((read_only)); then
+  # Keep the rest of results.md; replace (or add) its read-side section.
+  python3 - "$results_md" "$read_md" <<'PY'
+import sys, os
+path, section = sys.argv[1], sys.argv[2].rstrip("\n") + "\n"
+text = open(path).read() if os.path.exists(path) else "# pooltag benchmark\n"
+head = "## Read side on the bench corpus"
+if head in text:
+    before, _, rest = text.partition(head)
+    after = rest[rest.find("\n## "):] if "\n## " in rest else ""
+    text = before + section + after
+else:
+    text = text.rstrip("\n") + "\n\n" + section
+open(path, "w").write(text)
+PY
+  echo "$read_md"
+  log "wrote the read-side section of $results_md"
+  exit 0
+fi
 tbl=$(table)
 {
   echo "# pooltag benchmark"
@@ -702,6 +934,8 @@ tbl=$(table)
   [[ -v R[startup] ]] && echo "- process start floor: \`pooltag --version\` takes $(ms "${R[startup]}") (median) here, so a whole-process \`query\` cannot beat grep by more than grep's time / $(ms "${R[startup]}")"
   echo "- files of the 1x corpus not indexed as driver binaries (grep still searches them; the comparison leaves them out): ${R[1x:not_indexed]:-none}"
   for n in "${notes[@]+"${notes[@]}"}"; do echo "- $n"; done
+  echo
+  echo "$read_md"
 } >"$results_md"
 
 echo "$tbl"

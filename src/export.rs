@@ -16,7 +16,7 @@ use std::io::Write;
 use crate::error::Result;
 use crate::extract::Evidence;
 use crate::print;
-use crate::query::{FileMatch, QueryAnswer, Scope, find_entries, find_files};
+use crate::query::{Found, Scope, each_file, find_entries};
 use crate::store::{Database, StoredEntry};
 use crate::tag::{Tag, TagPattern};
 use crate::tagfile;
@@ -37,7 +37,8 @@ pub struct ExportSummary {
     pub unwritable: Vec<Tag>,
 }
 
-/// Writes the pairs at `minimum` or stronger in `format`.
+/// Writes the pairs at `minimum` or stronger in `format`, as they are read: the output streams,
+/// whatever its size.
 pub fn export(
     db: &Database,
     format: ExportFormat,
@@ -45,45 +46,33 @@ pub fn export(
     out: &mut impl Write,
 ) -> Result<ExportSummary> {
     let every = [TagPattern::from_field("*")];
-    let files = find_files(db, &every, false, Scope::AtLeast(minimum))?;
+    let scope = Scope::AtLeast(minimum);
+    let each =
+        |each: &mut dyn FnMut(Found<'_>) -> Result<()>| each_file(db, &every, false, scope, each);
     match format {
-        ExportFormat::Localtag => localtag(db, &files, minimum, out),
-        ExportFormat::Csv => csv(&files, out),
+        ExportFormat::Localtag => localtag(db, each, minimum, out),
+        ExportFormat::Csv => csv(each, out),
         ExportFormat::Json => {
-            let answer = QueryAnswer {
-                files,
-                ..QueryAnswer::default()
-            };
-            print::query_json(out, &answer)?;
+            let mut array = print::JsonArray::begin(out)?;
+            each(&mut |found| Ok(array.file(found)?))?;
             Ok(ExportSummary {
-                lines: answer.files.len(),
+                lines: array.end()?,
                 unwritable: Vec::new(),
             })
         }
     }
 }
 
+/// The lines of one tag: binary -> the strongest evidence and the APIs behind it.
+type TagLines = BTreeMap<String, (Evidence, Vec<String>)>;
+
 fn localtag(
     db: &Database,
-    files: &[FileMatch],
+    each: impl FnOnce(&mut dyn FnMut(Found<'_>) -> Result<()>) -> Result<()>,
     minimum: Evidence,
     out: &mut impl Write,
 ) -> Result<ExportSummary> {
     let entries = db.tag_entries()?;
-    // (tag, binary) -> the strongest evidence and the APIs behind it.
-    let mut lines: BTreeMap<(Tag, String), (Evidence, Vec<String>)> = BTreeMap::new();
-    for found in files {
-        let name = crate::store::file_name(&found.file.path).to_lowercase();
-        let line = lines
-            .entry((found.tag, name))
-            .or_insert((found.evidence, Vec::new()));
-        line.0 = line.0.max(found.evidence);
-        for api in found.sites.iter().filter_map(|s| s.api.clone()) {
-            if !line.1.contains(&api) {
-                line.1.push(api);
-            }
-        }
-    }
     writeln!(
         out,
         "// Written by pooltag {}: tags at the '{}' level or stronger.",
@@ -91,8 +80,40 @@ fn localtag(
         minimum.name()
     )?;
     let mut summary = ExportSummary::default();
-    for ((tag, binary), (evidence, apis)) in &lines {
-        let description = description_of(*tag, binary, &entries).unwrap_or_else(|| {
+    // Files come tag by tag: each tag's lines are written when the next tag starts.
+    let mut current: Option<(Tag, TagLines)> = None;
+    each(&mut |found| {
+        if let Some((tag, lines)) = current.take_if(|(tag, _)| *tag != found.tag) {
+            write_tag_lines(out, tag, &lines, &entries, &mut summary)?;
+        }
+        let (_, lines) = current.get_or_insert_with(|| (found.tag, BTreeMap::new()));
+        let name = crate::store::file_name(&found.file.path).to_lowercase();
+        let line = lines.entry(name).or_insert((found.evidence, Vec::new()));
+        line.0 = line.0.max(found.evidence);
+        for api in found.sites.iter().filter_map(|s| s.api.as_ref()) {
+            if !line.1.contains(api) {
+                line.1.push(api.clone());
+            }
+        }
+        Ok(())
+    })?;
+    if let Some((tag, lines)) = current {
+        write_tag_lines(out, tag, &lines, &entries, &mut summary)?;
+    }
+    Ok(summary)
+}
+
+/// The localtag lines of one tag, by binary; a line that would not read back is left out and
+/// its tag counted in `summary`.
+fn write_tag_lines(
+    out: &mut impl Write,
+    tag: Tag,
+    lines: &TagLines,
+    entries: &[StoredEntry],
+    summary: &mut ExportSummary,
+) -> Result<()> {
+    for (binary, (evidence, apis)) in lines {
+        let description = description_of(tag, binary, entries).unwrap_or_else(|| {
             if apis.is_empty() {
                 format!("found by pooltag ({})", evidence.name())
             } else {
@@ -104,14 +125,14 @@ fn localtag(
             }
         });
         let line = format!("{tag} - {binary} - {description}");
-        if reads_back(&line, *tag, binary, &description) {
+        if reads_back(&line, tag, binary, &description) {
             writeln!(out, "{line}")?;
             summary.lines += 1;
-        } else if !summary.unwritable.contains(tag) {
-            summary.unwritable.push(*tag);
+        } else if !summary.unwritable.contains(&tag) {
+            summary.unwritable.push(tag);
         }
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// The description Pooltag.txt gives `tag`: an entry for the same binary first, then an exact
@@ -143,7 +164,10 @@ fn reads_back(line: &str, tag: Tag, binary: &str, description: &str) -> bool {
         && parsed.entries[0].description == description
 }
 
-fn csv(files: &[FileMatch], out: &mut impl Write) -> Result<ExportSummary> {
+fn csv(
+    each: impl FnOnce(&mut dyn FnMut(Found<'_>) -> Result<()>) -> Result<()>,
+    out: &mut impl Write,
+) -> Result<ExportSummary> {
     let mut writer = csv::Writer::from_writer(out);
     let fail = |e: csv::Error| match e.into_kind() {
         csv::ErrorKind::Io(e) => crate::error::Error::from(e),
@@ -163,22 +187,22 @@ fn csv(files: &[FileMatch], out: &mut impl Write) -> Result<ExportSummary> {
             "apis",
         ])
         .map_err(fail)?;
-    for found in files {
-        let file = &found.file;
+    let mut lines = 0;
+    each(&mut |found| {
+        let file = found.file;
         let mut apis: Vec<&str> = found
             .sites
             .iter()
             .filter_map(|s| s.api.as_deref())
             .collect();
         apis.dedup();
-        let sha256: String = file.sha256.iter().map(|b| format!("{b:02x}")).collect();
         writer
             .write_record([
                 found.tag.to_string().as_str(),
                 found.evidence.name(),
                 &file.host,
                 &file.path,
-                &sha256,
+                &print::hex(&file.sha256),
                 &print::machine_name(file.machine),
                 file.company.as_deref().unwrap_or(""),
                 file.description.as_deref().unwrap_or(""),
@@ -186,10 +210,12 @@ fn csv(files: &[FileMatch], out: &mut impl Write) -> Result<ExportSummary> {
                 &apis.join(";"),
             ])
             .map_err(fail)?;
-    }
+        lines += 1;
+        Ok(())
+    })?;
     writer.flush()?;
     Ok(ExportSummary {
-        lines: files.len(),
+        lines,
         unwritable: Vec::new(),
     })
 }

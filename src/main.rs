@@ -95,15 +95,48 @@ fn run_query(config: &QueryConfig) -> Result<Found> {
             print::paths(&mut out, &paths)?;
             !paths.is_empty()
         }
-        QueryOutput::Json | QueryOutput::Human => {
+        QueryOutput::Json => {
             let scope = Scope::from_option(config.evidence, Scope::AtLeast(Evidence::Bytes));
-            let answer = query::answer(&db, &config.patterns, config.ignore_case, scope)?;
-            if config.output == QueryOutput::Json {
-                print::query_json(&mut out, &answer)?;
-            } else {
-                print::query_human(&mut out, &answer, &config.patterns, config.evidence)?;
+            let entries =
+                query::find_entries(&db.tag_entries()?, &config.patterns, config.ignore_case);
+            let mut array = print::JsonArray::begin(&mut out)?;
+            for entry in &entries {
+                array.entry(entry)?;
             }
-            !answer.entries.is_empty() || !answer.files.is_empty()
+            query::each_file(&db, &config.patterns, config.ignore_case, scope, |found| {
+                Ok(array.file(found)?)
+            })?;
+            array.end()? > 0
+        }
+        QueryOutput::Human => {
+            let scope = Scope::from_option(config.evidence, Scope::AtLeast(Evidence::Bytes));
+            let list_bytes = config.evidence == Some(Evidence::Bytes);
+            let mut answer = query::answer(&db, &config.patterns, config.ignore_case)?;
+            print::entries_human_section(&mut out, &answer)?;
+            let mut drivers = 0usize;
+            query::each_shown(
+                &db,
+                &config.patterns,
+                config.ignore_case,
+                scope,
+                list_bytes,
+                |line| {
+                    print::shown_human(&mut out, line, drivers == 0, answer.several_hosts)?;
+                    drivers += 1;
+                    Ok(())
+                },
+            )?;
+            if drivers == 0 {
+                query::explain_none(
+                    &db,
+                    &mut answer,
+                    &config.patterns,
+                    config.ignore_case,
+                    scope,
+                )?;
+                print::no_driver_human(&mut out, &answer, &config.patterns, config.evidence)?;
+            }
+            !answer.entries.is_empty() || drivers > 0
         }
     };
     out.flush()?;

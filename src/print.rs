@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::annotate::{self, COLUMN_NAME, Input, Separator, Slot, TagAnswer};
 use crate::extract::Evidence;
-use crate::query::{self, Collision, FileTag, QueryAnswer, Shown};
+use crate::query::{Collision, FileTag, Found, QueryAnswer, Shown};
 use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
 use crate::tag::{Tag, TagPattern};
 use crate::text::escape;
@@ -96,7 +96,7 @@ impl<'a> FileItem<'a> {
             path: &file.path,
             evidence: evidence.name(),
             sites: site_items(sites),
-            sha256: file.sha256.iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: hex(&file.sha256),
             machine: machine_name(file.machine),
             company: file.company.as_deref(),
             description: file.description.as_deref(),
@@ -128,6 +128,18 @@ fn site_items(sites: &[StoredSite]) -> Vec<SiteItem<'_>> {
             via: s.via.iter().map(|p| p.rva).collect(),
         })
         .collect()
+}
+
+/// Bytes in lowercase hex, as a SHA-256 is shown (one `format!` per byte was a tenth of the time
+/// of a large JSON answer).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 /// `x64`, `x86`, `arm64`... from `IMAGE_FILE_MACHINE_*`.
@@ -224,17 +236,55 @@ fn entries_human(
     Ok(())
 }
 
-/// The human answer: Pooltag.txt entries, then drivers ranked by [`query::ranked`] (each tag's
-/// bytes-level files counted after the first few unless `evidence` is `bytes`); or why there is
-/// none, with the drivers holding a match below the `evidence` level asked.
-pub fn query_human(
+/// The start of the human answer: the Pooltag.txt entries, when any match.
+pub fn entries_human_section(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> {
+    if !answer.entries.is_empty() {
+        writeln!(out, "Pooltag.txt:")?;
+        entries_human(out, &answer.entries, answer.several_hosts)?;
+    }
+    Ok(())
+}
+
+/// One line of the drivers of the human answer, as [`crate::query::each_shown`] gives them; `first`
+/// heads the list.
+pub fn shown_human(
+    out: &mut impl Write,
+    line: Shown<'_>,
+    first: bool,
+    several_hosts: bool,
+) -> io::Result<()> {
+    if first {
+        writeln!(out, "Drivers:")?;
+    }
+    match line {
+        Shown::File(found) => {
+            let path = shown(&found.file.host, &found.file.path, several_hosts);
+            let tag = paint(&found.tag.to_string(), "1");
+            writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
+            details(out, found.file, found.sites)
+        }
+        Shown::MoreBytes { tag, count } => {
+            let files = if count == 1 { "file" } else { "files" };
+            writeln!(
+                out,
+                "  {}  {}  ... and {count} more {files} (--evidence bytes lists them)",
+                paint(&tag.to_string(), "1"),
+                level(Evidence::Bytes)
+            )
+        }
+    }
+}
+
+/// The end of a human answer that showed no driver: why there is none, with the drivers holding
+/// a match below the `evidence` level asked, and known tags near the pattern when nothing
+/// matched at all.
+pub fn no_driver_human(
     out: &mut impl Write,
     answer: &QueryAnswer,
     patterns: &[TagPattern],
     evidence: Option<Evidence>,
 ) -> io::Result<()> {
-    let list_bytes = evidence == Some(Evidence::Bytes);
-    // Set only when no file meets the level asked and some hold a match below it.
+    // Set only when some file holds a match below the level asked.
     let below = evidence.zip(answer.weaker).map(|(level, weaker)| {
         let (drivers, hold, them) = match weaker.files {
             1 => ("driver", "holds", "it"),
@@ -253,31 +303,6 @@ pub fn query_human(
         )
     });
     if !answer.entries.is_empty() {
-        writeln!(out, "Pooltag.txt:")?;
-        entries_human(out, &answer.entries, answer.several_hosts)?;
-    }
-    if !answer.files.is_empty() {
-        writeln!(out, "Drivers:")?;
-        for line in query::ranked(&answer.files, list_bytes) {
-            match line {
-                Shown::File(found) => {
-                    let path = shown(&found.file.host, &found.file.path, answer.several_hosts);
-                    let tag = paint(&found.tag.to_string(), "1");
-                    writeln!(out, "  {tag}  {}  {path}", level(found.evidence))?;
-                    details(out, &found.file, &found.sites)?;
-                }
-                Shown::MoreBytes { tag, count } => {
-                    let files = if count == 1 { "file" } else { "files" };
-                    writeln!(
-                        out,
-                        "  {}  {}  ... and {count} more {files} (--evidence bytes lists them)",
-                        paint(&tag.to_string(), "1"),
-                        level(Evidence::Bytes)
-                    )?;
-                }
-            }
-        }
-    } else if !answer.entries.is_empty() {
         match &below {
             Some((level, weaker)) => {
                 writeln!(out, "Drivers: no indexed driver holds it {level}")?;
@@ -285,51 +310,84 @@ pub fn query_human(
             }
             None => writeln!(out, "Drivers: no indexed driver holds it")?,
         }
+        return Ok(());
     }
-    if answer.entries.is_empty() && answer.files.is_empty() {
-        let asked: Vec<String> = patterns.iter().map(|p| format!("'{p}'")).collect();
-        let asked = asked.join(", ");
-        match &below {
-            Some((level, weaker)) => {
-                writeln!(
-                    out,
-                    "No Pooltag.txt entry for {asked}, and no indexed driver {level}."
-                )?;
-                writeln!(out, "{weaker}")?;
-            }
-            None => writeln!(
+    let asked: Vec<String> = patterns.iter().map(|p| format!("'{p}'")).collect();
+    let asked = asked.join(", ");
+    match &below {
+        Some((level, weaker)) => {
+            writeln!(
                 out,
-                "No Pooltag.txt entry and no indexed driver for {asked}."
-            )?,
+                "No Pooltag.txt entry for {asked}, and no indexed driver {level}."
+            )?;
+            writeln!(out, "{weaker}")?;
         }
-        if !answer.neighbours.is_empty() {
-            writeln!(out, "Known tags with the same first three characters:")?;
-            let names: Vec<String> = answer.neighbours.iter().map(|t| format!("'{t}'")).collect();
-            for line in names.chunks(10) {
-                writeln!(out, "  {}", line.join(" "))?;
-            }
+        None => writeln!(
+            out,
+            "No Pooltag.txt entry and no indexed driver for {asked}."
+        )?,
+    }
+    if !answer.neighbours.is_empty() {
+        writeln!(out, "Known tags with the same first three characters:")?;
+        let names: Vec<String> = answer.neighbours.iter().map(|t| format!("'{t}'")).collect();
+        for line in names.chunks(10) {
+            writeln!(out, "  {}", line.join(" "))?;
         }
     }
     Ok(())
 }
 
-/// The JSON answer: one array, entries first, then files.
-pub fn query_json(out: &mut impl Write, answer: &QueryAnswer) -> io::Result<()> {
-    let entries = answer.entries.iter().map(|e| QueryItem::Pooltag {
-        tag: &e.tag,
-        binary: &e.binary,
-        description: &e.description,
-        host: &e.host,
-        source: &e.source,
-        line: e.line,
-    });
-    let files = answer
-        .files
-        .iter()
-        .map(|f| QueryItem::File(FileItem::of(f.tag, f.evidence, &f.sites, &f.file)));
-    let items: Vec<QueryItem> = entries.chain(files).collect();
-    serde_json::to_writer(&mut *out, &items).map_err(io::Error::from)?;
-    writeln!(out)
+/// The JSON answer of `pooltag query --json` (and `export --format json`), written element by
+/// element as the answer is found: `[`, the elements separated by `,`, then `]` and a line end,
+/// the bytes serde_json writes for a whole array. Entries come first, then files.
+pub struct JsonArray<W: Write> {
+    out: W,
+    written: usize,
+}
+
+impl<W: Write> JsonArray<W> {
+    /// Opens the array.
+    pub fn begin(mut out: W) -> io::Result<Self> {
+        out.write_all(b"[")?;
+        Ok(JsonArray { out, written: 0 })
+    }
+
+    /// A Pooltag.txt entry: `"kind": "pooltag"`.
+    pub fn entry(&mut self, e: &StoredEntry) -> io::Result<()> {
+        self.item(&QueryItem::Pooltag {
+            tag: &e.tag,
+            binary: &e.binary,
+            description: &e.description,
+            host: &e.host,
+            source: &e.source,
+            line: e.line,
+        })
+    }
+
+    /// A driver file: `"kind": "file"`.
+    pub fn file(&mut self, found: Found<'_>) -> io::Result<()> {
+        self.item(&QueryItem::File(FileItem::of(
+            found.tag,
+            found.evidence,
+            found.sites,
+            found.file,
+        )))
+    }
+
+    fn item(&mut self, item: &QueryItem) -> io::Result<()> {
+        if self.written > 0 {
+            self.out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut self.out, item).map_err(io::Error::from)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Closes the array; the number of elements written.
+    pub fn end(mut self) -> io::Result<usize> {
+        self.out.write_all(b"]\n")?;
+        Ok(self.written)
+    }
 }
 
 /// One path per line, escaped like human output: a path holding a line feed would otherwise
@@ -781,7 +839,7 @@ mod tests {
                 line: 1,
             };
             let tag = Tag(*b"AfdA");
-            let found = query::FileMatch {
+            let found = crate::query::FileMatch {
                 tag,
                 file: file.clone(),
                 evidence: Evidence::Call,
@@ -789,9 +847,14 @@ mod tests {
             };
             let answer = QueryAnswer {
                 entries: vec![entry.clone()],
-                files: vec![found.clone()],
                 several_hosts: true,
                 ..QueryAnswer::default()
+            };
+            let shown_file = Found {
+                tag,
+                evidence: found.evidence,
+                file: &found.file,
+                sites: &found.sites,
             };
             let file_tag = FileTag { tag, evidence: Evidence::Call, sites: vec![site] };
             let collision = Collision { drivers: vec![found.clone()], entries: vec![entry.clone()] };
@@ -808,10 +871,12 @@ mod tests {
             };
             let answers = HashMap::from([(
                 tag,
-                TagAnswer { tag, drivers: vec![found], entries: vec![entry] },
+                TagAnswer { tag, drivers: vec![found.clone()], entries: vec![entry] },
             )]);
             let mut out = Vec::new();
-            query_human(&mut out, &answer, &[], None).unwrap();
+            entries_human_section(&mut out, &answer).unwrap();
+            shown_human(&mut out, Shown::File(shown_file), true, true).unwrap();
+            no_driver_human(&mut out, &answer, &[], None).unwrap();
             tags_human(&mut out, &file, std::slice::from_ref(&file_tag), true, true).unwrap();
             collisions_human(&mut out, &texts[1], &[(file_tag, collision)], true).unwrap();
             paths(&mut out, &texts).unwrap();

@@ -1,6 +1,6 @@
 //! `pooltag query` and `pooltag tags`: answering from the database.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -68,14 +68,13 @@ impl Scope {
         evidence.map_or(default, Scope::AtLeast)
     }
 
-    fn reads_bytes(self) -> bool {
-        matches!(self, Scope::Bytes | Scope::AtLeast(Evidence::Bytes))
-    }
-
-    fn keeps(self, evidence: Evidence) -> bool {
+    /// What a walk over the tags reads for this scope (see [`Database::each_tag`]): the
+    /// posting lists, and the stronger evidence from which level.
+    fn walk(self) -> (bool, Option<Evidence>) {
         match self {
-            Scope::Bytes => false,
-            Scope::AtLeast(minimum) => evidence >= minimum,
+            Scope::Bytes => (true, None),
+            Scope::AtLeast(Evidence::Bytes) => (true, Some(Evidence::Data)),
+            Scope::AtLeast(minimum) => (false, Some(minimum)),
         }
     }
 }
@@ -88,13 +87,11 @@ pub struct FileTag {
     pub sites: Vec<StoredSite>,
 }
 
-/// Everything a query found.
+/// What a person is told beside the drivers of a query (which stream: [`each_shown`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueryAnswer {
     /// Pooltag.txt lines whose tag (or wildcard) meets a pattern, in source and line order.
     pub entries: Vec<StoredEntry>,
-    /// Files per matching tag: by tag, strongest evidence first, then by path.
-    pub files: Vec<FileMatch>,
     /// When nothing matched: known tags sharing the first three characters of an exact pattern.
     pub neighbours: Vec<Tag>,
     /// When no file meets the `--evidence` level asked but some hold a match at a weaker level:
@@ -113,66 +110,117 @@ pub struct Weaker {
     pub strongest: Evidence,
 }
 
-/// The (tag, content) pairs matching any of `patterns`, with their strongest evidence in `scope`.
-fn matching_pairs(
+/// One driver file holding a matching tag, as [`each_file`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub tag: Tag,
+    pub evidence: Evidence,
+    pub file: &'a StoredFile,
+    /// The `call` and `arg` sites behind the pair, by RVA.
+    pub sites: &'a [StoredSite],
+}
+
+impl Found<'_> {
+    /// The same, owning its file and sites.
+    pub fn to_match(self) -> FileMatch {
+        FileMatch {
+            tag: self.tag,
+            file: self.file.clone(),
+            evidence: self.evidence,
+            sites: self.sites.to_vec(),
+        }
+    }
+}
+
+/// The key ranges of `patterns`, ascending and disjoint: walking them visits each tag that may
+/// match once, in key order, however the patterns overlap.
+fn merged_ranges(patterns: &[TagPattern], ignore_case: bool) -> Vec<(u32, u32)> {
+    let mut ranges: Vec<(u32, u32)> = patterns
+        .iter()
+        .flat_map(|p| p.key_ranges(ignore_case))
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (low, high) in ranges {
+        match merged.last_mut() {
+            Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
+            _ => merged.push((low, high)),
+        }
+    }
+    merged
+}
+
+/// Calls `each` with every tag matching any of `patterns`, in key order, with its contents (by
+/// id) and their strongest evidence in `scope`. One tag at a time is in memory.
+fn each_matching_tag(
     db: &Database,
     patterns: &[TagPattern],
     ignore_case: bool,
     scope: Scope,
-) -> Result<BTreeMap<(Tag, i64), Evidence>> {
-    let mut strongest: BTreeMap<(Tag, i64), Evidence> = BTreeMap::new();
-    for pattern in patterns {
-        for (low, high) in pattern.key_ranges(ignore_case) {
-            if scope.reads_bytes() {
-                for (tag, ids) in db.postings(low, high)? {
-                    if pattern.matches(tag, ignore_case) {
-                        for id in ids {
-                            strongest.entry((tag, id)).or_insert(Evidence::Bytes);
-                        }
-                    }
-                }
+    mut each: impl FnMut(Tag, &[(i64, Evidence)]) -> Result<()>,
+) -> Result<()> {
+    let (bytes, stronger) = scope.walk();
+    for range in merged_ranges(patterns, ignore_case) {
+        db.each_tag(range, bytes, stronger, |tag, pairs| {
+            if patterns.iter().any(|p| p.matches(tag, ignore_case)) {
+                each(tag, pairs)
+            } else {
+                Ok(())
             }
-            for (tag, id, evidence) in db.stronger_evidence(low, high)? {
-                if scope.keeps(evidence) && pattern.matches(tag, ignore_case) {
-                    let level = strongest.entry((tag, id)).or_insert(evidence);
-                    *level = (*level).max(evidence);
-                }
-            }
-        }
+        })?;
     }
-    Ok(strongest)
+    Ok(())
+}
+
+/// Calls `each` with every driver file holding a tag that matches any of `patterns`, with its
+/// strongest evidence in `scope`: by tag, strongest first, then by host and path (the JSON
+/// order). The answer streams: one tag's files are in memory at a time, and the files of the
+/// contents seen so far (each read once).
+pub fn each_file(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+    scope: Scope,
+    mut each: impl FnMut(Found<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut holders: HashMap<i64, Vec<StoredFile>> = HashMap::new();
+    let mut sites: Vec<Vec<StoredSite>> = Vec::new();
+    each_matching_tag(db, patterns, ignore_case, scope, |tag, pairs| {
+        db.files_of(pairs.iter().map(|(id, _)| *id), &mut holders)?;
+        sites.clear();
+        for &(id, evidence) in pairs {
+            sites.push(sites_of(db, id, tag, evidence)?);
+        }
+        let mut found: Vec<Found> = Vec::new();
+        for (&(id, evidence), sites) in pairs.iter().zip(&sites) {
+            found.extend(holders[&id].iter().map(|file| Found {
+                tag,
+                evidence,
+                file,
+                sites,
+            }));
+        }
+        found.sort_by(|a, b| {
+            (b.evidence, &a.file.host, &a.file.path).cmp(&(a.evidence, &b.file.host, &b.file.path))
+        });
+        found.into_iter().try_for_each(&mut each)
+    })
 }
 
 /// The driver files holding a tag that matches any of `patterns`, with their strongest evidence
-/// in `scope`: by tag, strongest first, then by host and path.
+/// in `scope`, in the order of [`each_file`]. For answers known to be small; a large one
+/// streams through [`each_file`].
 pub fn find_files(
     db: &Database,
     patterns: &[TagPattern],
     ignore_case: bool,
     scope: Scope,
 ) -> Result<Vec<FileMatch>> {
-    let strongest = matching_pairs(db, patterns, ignore_case, scope)?;
-    let holders = db.files_of(strongest.keys().map(|(_, id)| *id))?;
-    let mut files = Vec::with_capacity(strongest.len());
-    for ((tag, id), evidence) in strongest {
-        let sites = sites_of(db, id, tag, evidence)?;
-        for file in &holders[&id] {
-            files.push(FileMatch {
-                tag,
-                file: file.clone(),
-                evidence,
-                sites: sites.clone(),
-            });
-        }
-    }
-    files.sort_by(|a, b| {
-        (a.tag, b.evidence, &a.file.host, &a.file.path).cmp(&(
-            b.tag,
-            a.evidence,
-            &b.file.host,
-            &b.file.path,
-        ))
-    });
+    let mut files = Vec::new();
+    each_file(db, patterns, ignore_case, scope, |found| {
+        files.push(found.to_match());
+        Ok(())
+    })?;
     Ok(files)
 }
 
@@ -225,33 +273,32 @@ pub fn find_neighbours(
     Ok(near.into_iter().collect())
 }
 
-/// Answers a query in full (the human and JSON outputs).
-pub fn answer(
+/// What a person is told of a query before its drivers: the matching Pooltag.txt entries, and
+/// whether paths show their host. [`explain_none`] adds the rest when no driver matched.
+pub fn answer(db: &Database, patterns: &[TagPattern], ignore_case: bool) -> Result<QueryAnswer> {
+    Ok(QueryAnswer {
+        entries: find_entries(&db.tag_entries()?, patterns, ignore_case),
+        several_hosts: db.host_count()? > 1,
+        ..QueryAnswer::default()
+    })
+}
+
+/// For a query that found no driver in `scope`: known tags near an exact pattern (when no entry
+/// matched either), and the drivers holding a match below the level asked.
+pub fn explain_none(
     db: &Database,
+    answer: &mut QueryAnswer,
     patterns: &[TagPattern],
     ignore_case: bool,
     scope: Scope,
-) -> Result<QueryAnswer> {
-    let all_entries = db.tag_entries()?;
-    let entries = find_entries(&all_entries, patterns, ignore_case);
-    let files = find_files(db, patterns, ignore_case, scope)?;
-    let neighbours = if entries.is_empty() && files.is_empty() {
-        find_neighbours(db, &all_entries, patterns, ignore_case)?
-    } else {
-        Vec::new()
-    };
-    let weaker = if files.is_empty() && scope != Scope::AtLeast(Evidence::Bytes) {
-        weaker_files(db, patterns, ignore_case)?
-    } else {
-        None
-    };
-    Ok(QueryAnswer {
-        entries,
-        files,
-        neighbours,
-        weaker,
-        several_hosts: db.host_count()? > 1,
-    })
+) -> Result<()> {
+    if answer.entries.is_empty() {
+        answer.neighbours = find_neighbours(db, &db.tag_entries()?, patterns, ignore_case)?;
+    }
+    if scope != Scope::AtLeast(Evidence::Bytes) {
+        answer.weaker = weaker_files(db, patterns, ignore_case)?;
+    }
+    Ok(())
 }
 
 /// Bytes-level files a person is shown per tag before the rest are counted.
@@ -260,7 +307,7 @@ pub const BYTES_SHOWN: usize = 3;
 /// One line of the drivers a person is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shown<'a> {
-    File(&'a FileMatch),
+    File(Found<'a>),
     /// How many more files hold `tag` at the bytes level only.
     MoreBytes {
         tag: Tag,
@@ -268,40 +315,72 @@ pub enum Shown<'a> {
     },
 }
 
-/// The files of an answer as a person reads them: strongest evidence first across every matched
-/// tag (then by tag, host and path), so that a wildcard's `call` answers are not scattered among
-/// thousands of `bytes` lines; unless `list_bytes`, each tag's bytes-level files are the first
-/// [`BYTES_SHOWN`] and a count. The JSON and `-l` orders are not this one: they are contracts.
-pub fn ranked(files: &[FileMatch], list_bytes: bool) -> Vec<Shown<'_>> {
-    let mut order: Vec<&FileMatch> = files.iter().collect();
-    order.sort_by(|a, b| {
-        (b.evidence, a.tag, &a.file.host, &a.file.path).cmp(&(
-            a.evidence,
-            b.tag,
-            &b.file.host,
-            &b.file.path,
-        ))
+/// Calls `each` with the drivers of a query as a person reads them: strongest evidence first
+/// across every matched tag (then by tag, host and path), so that a wildcard's `call` answers
+/// are not scattered among thousands of `bytes` lines; unless `list_bytes`, each tag's
+/// bytes-level files are the first [`BYTES_SHOWN`] and a count. The JSON and `-l` orders are not
+/// this one: they are contracts. One walk over the matching tags per level, strongest first, so
+/// that memory holds one tag at a time however large the answer.
+pub fn each_shown(
+    db: &Database,
+    patterns: &[TagPattern],
+    ignore_case: bool,
+    scope: Scope,
+    list_bytes: bool,
+    mut each: impl FnMut(Shown<'_>) -> Result<()>,
+) -> Result<()> {
+    let levels = Evidence::ALL.into_iter().filter(|level| match scope {
+        Scope::Bytes => *level == Evidence::Bytes,
+        Scope::AtLeast(minimum) => *level >= minimum,
     });
-    let mut shown = Vec::with_capacity(order.len());
-    let mut rest = order.into_iter().peekable();
-    while let Some(found) = rest.next() {
-        if found.evidence != Evidence::Bytes || list_bytes {
-            shown.push(Shown::File(found));
-            continue;
-        }
-        let mut same_tag = vec![found];
-        while let Some(next) = rest.next_if(|f| f.tag == found.tag) {
-            same_tag.push(next);
-        }
-        shown.extend(same_tag.iter().take(BYTES_SHOWN).map(|f| Shown::File(f)));
-        if same_tag.len() > BYTES_SHOWN {
-            shown.push(Shown::MoreBytes {
-                tag: found.tag,
-                count: same_tag.len() - BYTES_SHOWN,
-            });
+    for level in levels {
+        // Stronger evidence than `level` comes along (a pair's strongest level decides where it
+        // is shown) and is left to its own walk.
+        let walk = if level == Evidence::Bytes {
+            scope
+        } else {
+            Scope::AtLeast(level)
+        };
+        let counted = level == Evidence::Bytes && !list_bytes;
+        // The tag whose bytes-level files are being counted, and how many so far.
+        let mut counting: Option<(Tag, usize)> = None;
+        each_file(db, patterns, ignore_case, walk, |found| {
+            if found.evidence != level {
+                return Ok(());
+            }
+            if !counted {
+                return each(Shown::File(found));
+            }
+            if let Some((tag, count)) = counting.take_if(|(tag, _)| *tag != found.tag) {
+                more_bytes(tag, count, &mut each)?;
+            }
+            let (_, count) = counting.get_or_insert((found.tag, 0));
+            *count += 1;
+            if *count <= BYTES_SHOWN {
+                each(Shown::File(found))?;
+            }
+            Ok(())
+        })?;
+        if let Some((tag, count)) = counting {
+            more_bytes(tag, count, &mut each)?;
         }
     }
-    shown
+    Ok(())
+}
+
+/// The count line after a tag's first [`BYTES_SHOWN`] bytes-level files, when there are more.
+fn more_bytes(
+    tag: Tag,
+    count: usize,
+    each: &mut impl FnMut(Shown<'_>) -> Result<()>,
+) -> Result<()> {
+    if count > BYTES_SHOWN {
+        each(Shown::MoreBytes {
+            tag,
+            count: count - BYTES_SHOWN,
+        })?;
+    }
+    Ok(())
 }
 
 /// The `-l` answer: matching driver paths, sorted, each once.
@@ -311,15 +390,12 @@ pub fn list_files(
     ignore_case: bool,
     scope: Scope,
 ) -> Result<Vec<String>> {
-    let pairs = matching_pairs(db, patterns, ignore_case, scope)?;
-    paths_holding(db, &pairs)
-}
-
-/// The distinct paths of the contents of `pairs`, sorted.
-fn paths_holding(db: &Database, pairs: &BTreeMap<(Tag, i64), Evidence>) -> Result<Vec<String>> {
-    let contents: BTreeSet<i64> = pairs.keys().map(|(_, id)| *id).collect();
-    let paths: BTreeSet<String> = db.paths_of(&contents)?.into_iter().collect();
-    Ok(paths.into_iter().collect())
+    let mut contents = BTreeSet::new();
+    each_matching_tag(db, patterns, ignore_case, scope, |_, pairs| {
+        contents.extend(pairs.iter().map(|(id, _)| *id));
+        Ok(())
+    })?;
+    db.paths_of(&contents)
 }
 
 /// The files holding a match at any level, for a query that found none at the level asked.
@@ -328,11 +404,20 @@ fn weaker_files(
     patterns: &[TagPattern],
     ignore_case: bool,
 ) -> Result<Option<Weaker>> {
-    let pairs = matching_pairs(db, patterns, ignore_case, Scope::AtLeast(Evidence::Bytes))?;
-    let Some(&strongest) = pairs.values().max() else {
+    let mut contents = BTreeSet::new();
+    let mut strongest = None;
+    let scope = Scope::AtLeast(Evidence::Bytes);
+    each_matching_tag(db, patterns, ignore_case, scope, |_, pairs| {
+        for &(id, evidence) in pairs {
+            contents.insert(id);
+            strongest = strongest.max(Some(evidence));
+        }
+        Ok(())
+    })?;
+    let Some(strongest) = strongest else {
         return Ok(None);
     };
-    let files = paths_holding(db, &pairs)?.len();
+    let files = db.paths_of(&contents)?.len();
     Ok(Some(Weaker { files, strongest }))
 }
 

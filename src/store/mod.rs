@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod postings;
+mod schema;
 pub mod write;
 
 use std::collections::HashMap;
@@ -317,15 +318,23 @@ impl Database {
     /// table) or whose tables differ from pooltag's: nothing in such a file is read or run.
     fn check_schema(&self) -> Result<()> {
         let found = schema_of(&self.conn).map_err(|e| self.fail(e))?;
-        let expected = expected_schema().map_err(|e| self.fail(e))?;
-        if let Some((kind, name, _)) = found.iter().find(|o| !expected.contains(o)) {
+        let same = |(kind, name, sql): &SchemaObject, expected: &(&str, &str, Option<&str>)| {
+            (kind.as_str(), name.as_str(), sql.as_deref()) == *expected
+        };
+        if let Some((kind, name, _)) = found
+            .iter()
+            .find(|o| !schema::EXPECTED.iter().any(|e| same(o, e)))
+        {
             return Err(Error::new(format!(
                 "{}: not a pooltag database as pooltag writes it: it holds {kind} '{name}', \
                  which pooltag did not create",
                 self.path.display()
             )));
         }
-        if let Some((kind, name, _)) = expected.iter().find(|o| !found.contains(o)) {
+        if let Some((kind, name, _)) = schema::EXPECTED
+            .iter()
+            .find(|e| !found.iter().any(|o| same(o, e)))
+        {
             return Err(self.damaged(&format!("{kind} '{name}' is missing")));
         }
         Ok(())
@@ -463,6 +472,97 @@ impl Database {
         Ok(out)
     }
 
+    /// Walks every tag key in `low..=high` in key order, calling `each` once per tag found with
+    /// its contents (by id) and the strongest evidence of each: the bytes level from the posting
+    /// lists when `bytes`, and the `content_tag` rows at `stronger` or above when given. The two
+    /// tables are both in tag order, so they are merged as they are read: one tag is in memory
+    /// at a time, and a walk over every tag of a large index stays small.
+    pub fn each_tag(
+        &self,
+        (low, high): (u32, u32),
+        bytes: bool,
+        stronger: Option<Evidence>,
+        mut each: impl FnMut(Tag, &[(i64, Evidence)]) -> Result<()>,
+    ) -> Result<()> {
+        let fail = |e| self.fail(e);
+        let mut postings = self
+            .conn
+            .prepare_cached(
+                "SELECT tag, content_ids FROM bytes_posting WHERE tag BETWEEN ?1 AND ?2 \
+                 ORDER BY tag",
+            )
+            .map_err(fail)?;
+        let mut levels = self
+            .conn
+            .prepare_cached(
+                "SELECT tag, content_id, evidence FROM content_tag \
+                 WHERE tag BETWEEN ?1 AND ?2 AND evidence >= ?3 ORDER BY tag, content_id",
+            )
+            .map_err(fail)?;
+        // A table not asked for is read over an empty range.
+        let (posting_range, minimum) = (
+            if bytes { (low, high) } else { (1, 0) },
+            stronger.map_or(i64::MAX, |level| level as i64),
+        );
+        let mut posting_rows = postings
+            .query(params![posting_range.0, posting_range.1])
+            .map_err(fail)?;
+        let mut level_rows = levels.query(params![low, high, minimum]).map_err(fail)?;
+        let mut next_posting = || -> Result<Option<(u32, Vec<i64>)>> {
+            let Some(row) = posting_rows.next().map_err(fail)? else {
+                return Ok(None);
+            };
+            let key = key_of(row.get(0).map_err(fail)?)
+                .ok_or_else(|| self.damaged("a tag key out of range"))?;
+            let ids = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .ok()
+                .and_then(postings::decode)
+                .ok_or_else(|| {
+                    self.damaged(&format!("the content list of tag {}", Tag::from_key(key)))
+                })?;
+            Ok(Some((key, ids)))
+        };
+        let mut next_level = || -> Result<Option<(u32, i64, Evidence)>> {
+            let Some(row) = level_rows.next().map_err(fail)? else {
+                return Ok(None);
+            };
+            let key = key_of(row.get(0).map_err(fail)?)
+                .ok_or_else(|| self.damaged("a tag key out of range"))?;
+            let evidence = Evidence::from_number(row.get(2).map_err(fail)?)
+                .ok_or_else(|| self.damaged("an unknown evidence level"))?;
+            Ok(Some((key, row.get(1).map_err(fail)?, evidence)))
+        };
+        let mut posting = next_posting()?;
+        let mut level = next_level()?;
+        let mut pairs: Vec<(i64, Evidence)> = Vec::new();
+        loop {
+            let key = match (&posting, &level) {
+                (None, None) => return Ok(()),
+                (Some((p, _)), None) => *p,
+                (None, Some((l, _, _))) => *l,
+                (Some((p, _)), Some((l, _, _))) => (*p).min(*l),
+            };
+            pairs.clear();
+            if let Some((_, ids)) = posting.as_ref().filter(|(p, _)| *p == key) {
+                pairs.extend(ids.iter().map(|&id| (id, Evidence::Bytes)));
+                posting = next_posting()?;
+            }
+            let from_postings = pairs.len();
+            while let Some((_, id, evidence)) = level.filter(|(l, _, _)| *l == key) {
+                pairs.push((id, evidence));
+                level = next_level()?;
+            }
+            if from_postings > 0 && pairs.len() > from_postings {
+                // By id, the strongest first, then each id once.
+                pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                pairs.dedup_by_key(|pair| pair.0);
+            }
+            each(Tag::from_key(key), &pairs)?;
+        }
+    }
+
     /// Evidence stronger than bytes for every tag key in `low..=high`: (tag, content id, level).
     pub fn stronger_evidence(&self, low: u32, high: u32) -> Result<Vec<(Tag, i64, Evidence)>> {
         let mut statement = self
@@ -517,32 +617,49 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
-    /// The files holding each of the given contents, by host and path.
+    /// Adds to `files` the files holding each of the given contents not in it yet, in no
+    /// particular order (callers sort what they show). One statement for all of them: a tag held
+    /// by thousands of contents is one lookup.
     pub fn files_of(
         &self,
         content_ids: impl IntoIterator<Item = i64>,
-    ) -> Result<HashMap<i64, Vec<StoredFile>>> {
+        files: &mut HashMap<i64, Vec<StoredFile>>,
+    ) -> Result<()> {
+        let wanted: std::collections::BTreeSet<i64> = content_ids
+            .into_iter()
+            .filter(|id| !files.contains_key(id))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let fail = |e| self.fail(e);
+        let scan = self.scan_is_cheaper(wanted.len())?;
         let mut statement = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} WHERE f.content_id = ?1 ORDER BY f.host, f.path"
-            ))
-            .map_err(|e| self.fail(e))?;
-        let mut files = HashMap::new();
-        for id in content_ids {
-            if files.contains_key(&id) {
-                continue;
-            }
-            let rows: Vec<StoredFile> = statement
-                .query_map([id], stored_file)
-                .and_then(|rows| rows.collect())
-                .map_err(|e| self.fail(e))?;
-            if rows.is_empty() {
-                return Err(self.damaged(&format!("a tag names content {id}, which no file holds")));
-            }
-            files.insert(id, rows);
+            .prepare_cached(&if scan {
+                format!("SELECT {FILE_COLUMNS}")
+            } else {
+                format!(
+                    "SELECT {FILE_COLUMNS} WHERE f.content_id IN (SELECT value FROM json_each(?1))"
+                )
+            })
+            .map_err(fail)?;
+        let mut rows = if scan {
+            statement.query([])
+        } else {
+            statement.query([json_ids(&wanted)?])
         }
-        Ok(files)
+        .map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            if wanted.contains(&row.get(0).map_err(fail)?) {
+                let file = stored_file(row).map_err(fail)?;
+                files.entry(file.content_id).or_default().push(file);
+            }
+        }
+        if let Some(id) = wanted.iter().find(|id| !files.contains_key(id)) {
+            return Err(self.damaged(&format!("a tag names content {id}, which no file holds")));
+        }
+        Ok(())
     }
 
     /// Every host the database holds anything of (files, tag files or runs), sorted.
@@ -556,36 +673,47 @@ impl Database {
             .map_err(|e| self.fail(e))
     }
 
-    /// The paths of the files holding any of `contents`, any order. Many contents are looked up
-    /// in one pass over the file table, a few through its index.
+    /// The distinct paths of the files holding any of `contents`, sorted (byte order, as Rust
+    /// sorts strings). One statement, whatever the number of contents.
     pub fn paths_of(&self, contents: &std::collections::BTreeSet<i64>) -> Result<Vec<String>> {
-        let mut paths = Vec::new();
-        let read = |sql: &str, paths: &mut Vec<String>, id: Option<i64>| -> rusqlite::Result<()> {
-            let mut statement = self.conn.prepare_cached(sql)?;
-            let mut rows = match id {
-                Some(id) => statement.query([id])?,
-                None => statement.query([])?,
-            };
-            while let Some(row) = rows.next()? {
-                if contents.contains(&row.get(0)?) {
-                    paths.push(row.get(1)?);
-                }
-            }
-            Ok(())
-        };
-        let result = if contents.len() > 32 {
-            read("SELECT content_id, path FROM file", &mut paths, None)
-        } else {
-            contents.iter().try_for_each(|id| {
-                read(
-                    "SELECT content_id, path FROM file WHERE content_id = ?1",
-                    &mut paths,
-                    Some(*id),
-                )
+        let fail = |e| self.fail(e);
+        let scan = self.scan_is_cheaper(contents.len())?;
+        let mut statement = self
+            .conn
+            .prepare_cached(if scan {
+                "SELECT content_id, path FROM file"
+            } else {
+                "SELECT content_id, path FROM file \
+                 WHERE content_id IN (SELECT value FROM json_each(?1))"
             })
-        };
-        result.map_err(|e| self.fail(e))?;
-        Ok(paths)
+            .map_err(fail)?;
+        let mut rows = if scan {
+            statement.query([])
+        } else {
+            statement.query([json_ids(contents)?])
+        }
+        .map_err(fail)?;
+        let mut paths = std::collections::BTreeSet::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            if contents.contains(&row.get(0).map_err(fail)?) {
+                paths.insert(row.get::<_, String>(1).map_err(fail)?);
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
+    /// Whether reading every file row costs less than looking `contents` up through the index:
+    /// when they are more than a sixteenth of the files (counted roughly, and in one seek, as the
+    /// largest file id). A tag held by most files is then one pass over a small table.
+    fn scan_is_cheaper(&self, contents: usize) -> Result<bool> {
+        let last: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM file", [], |r| r.get(0))
+            .map_err(|e| self.fail(e))?;
+        Ok(i64::try_from(contents)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(16)
+            > last.unwrap_or(0))
     }
 
     /// The id of the content with this SHA-256, when indexed.
@@ -672,7 +800,7 @@ impl Database {
 
     /// Every tag of one content whose strongest evidence is `minimum` or stronger, in key order.
     /// The bytes level is stored by tag, so including it reads every posting list: a full scan,
-    /// fine for one command.
+    /// each list read in place and only as far as the content's id.
     pub fn tags_of_content(
         &self,
         content_id: i64,
@@ -680,8 +808,22 @@ impl Database {
     ) -> Result<Vec<(Tag, Evidence)>> {
         let mut strongest: HashMap<Tag, Evidence> = HashMap::new();
         if minimum == Evidence::Bytes {
-            for (tag, ids) in self.postings(0, u32::MAX)? {
-                if ids.binary_search(&content_id).is_ok() {
+            let fail = |e| self.fail(e);
+            let mut statement = self
+                .conn
+                .prepare_cached("SELECT tag, content_ids FROM bytes_posting")
+                .map_err(fail)?;
+            let mut rows = statement.query([]).map_err(fail)?;
+            while let Some(row) = rows.next().map_err(fail)? {
+                let tag = tag_of_key(row.get(0).map_err(fail)?)
+                    .ok_or_else(|| self.damaged("a tag key out of range"))?;
+                let holds = row
+                    .get_ref(1)
+                    .and_then(|v| Ok(v.as_blob()?))
+                    .ok()
+                    .and_then(|blob| postings::contains(blob, content_id))
+                    .ok_or_else(|| self.damaged(&format!("the content list of tag {tag}")))?;
+                if holds {
                     strongest.insert(tag, Evidence::Bytes);
                 }
             }
@@ -742,22 +884,28 @@ fn check_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// (type, name, sql) of every object of a database.
-fn schema_of(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
+/// An object of a database's schema, as `sqlite_schema` lists it: (type, name, sql).
+type SchemaObject = (String, String, Option<String>);
+
+/// (type, name, sql) of every object of a database, by type and name.
+fn schema_of(conn: &Connection) -> rusqlite::Result<Vec<SchemaObject>> {
     conn.prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect()
 }
 
-/// The objects the migrations create, read from a fresh in-memory database.
-fn expected_schema() -> rusqlite::Result<Vec<(String, String, Option<String>)>> {
-    let mut conn = Connection::open_in_memory()?;
-    migrate(&mut conn)?;
-    schema_of(&conn)
+fn tag_of_key(key: i64) -> Option<Tag> {
+    key_of(key).map(Tag::from_key)
 }
 
-fn tag_of_key(key: i64) -> Option<Tag> {
-    u32::try_from(key).ok().map(Tag::from_key)
+/// Content ids as the JSON array `json_each` reads: a whole set bound as one parameter.
+fn json_ids(ids: &std::collections::BTreeSet<i64>) -> Result<String> {
+    serde_json::to_string(ids).map_err(|e| Error::new(format!("cannot list content ids: {e}")))
+}
+
+/// A tag key as stored, when it is one (a damaged database may hold any integer).
+fn key_of(key: i64) -> Option<u32> {
+    u32::try_from(key).ok()
 }
 
 /// The `file:` URI that opens `path` read-only and immutable. Characters that mean something in
@@ -835,6 +983,30 @@ mod tests {
             let content = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
             assert_eq!(content, MIGRATIONS[i]);
         }
+    }
+
+    /// `schema::EXPECTED` is what the migrations create; when a migration changes, this prints
+    /// the new list to paste into src/store/schema.rs (then `cargo fmt`).
+    #[test]
+    fn the_committed_schema_is_what_the_migrations_create() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let created = schema_of(&conn).unwrap();
+        let committed: Vec<SchemaObject> = schema::EXPECTED
+            .iter()
+            .map(|(kind, name, sql)| (kind.to_string(), name.to_string(), sql.map(str::to_owned)))
+            .collect();
+        let listed: String = created
+            .iter()
+            .map(|(kind, name, sql)| match sql {
+                Some(sql) => format!("    ({kind:?}, {name:?}, Some(r#\"{sql}\"#)),\n"),
+                None => format!("    ({kind:?}, {name:?}, None),\n"),
+            })
+            .collect();
+        assert!(
+            created == committed,
+            "src/store/schema.rs is out of date; its list should be:\n{listed}"
+        );
     }
 
     #[test]

@@ -29,32 +29,93 @@ pub fn encode(ids: &[i64], out: &mut Vec<u8>) -> Result<(), NotAscending> {
     Ok(())
 }
 
+/// A posting list that does not decode: a varint cut short or too long, or ids that do not
+/// ascend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damaged;
+
+/// The ids of a list, one at a time: an `Err` where it is damaged, then nothing more.
+pub struct Ids<'a> {
+    bytes: std::slice::Iter<'a, u8>,
+    previous: i64,
+    first: bool,
+    failed: bool,
+}
+
+impl<'a> Ids<'a> {
+    pub fn new(bytes: &'a [u8]) -> Ids<'a> {
+        Ids {
+            bytes: bytes.iter(),
+            previous: 0,
+            first: true,
+            failed: false,
+        }
+    }
+
+    fn step(&mut self) -> Option<Result<i64, Damaged>> {
+        let mut delta = 0u64;
+        let mut shift = 0u32;
+        let mut started = false;
+        for &byte in self.bytes.by_ref() {
+            started = true;
+            if shift > 56 {
+                return Some(Err(Damaged));
+            }
+            delta |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 != 0 {
+                shift += 7;
+                continue;
+            }
+            let Ok(delta) = i64::try_from(delta) else {
+                return Some(Err(Damaged));
+            };
+            if delta == 0 && !self.first {
+                return Some(Err(Damaged));
+            }
+            self.first = false;
+            return Some(
+                self.previous
+                    .checked_add(delta)
+                    .ok_or(Damaged)
+                    .inspect(|id| {
+                        self.previous = *id;
+                    }),
+            );
+        }
+        // The end of the list, or a varint cut short.
+        started.then_some(Err(Damaged))
+    }
+}
+
+impl Iterator for Ids<'_> {
+    type Item = Result<i64, Damaged>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let next = self.step();
+        self.failed = matches!(next, Some(Err(_)));
+        next
+    }
+}
+
 /// The ids of a list, or `None` when it is damaged (a varint cut short or too long, or ids
 /// that do not ascend).
 pub fn decode(bytes: &[u8]) -> Option<Vec<i64>> {
-    let mut ids = Vec::new();
-    let mut previous = 0i64;
-    let mut delta = 0u64;
-    let mut shift = 0u32;
-    for &byte in bytes {
-        if shift > 56 {
-            return None;
+    Ids::new(bytes).collect::<Result<_, _>>().ok()
+}
+
+/// Whether a list holds `id`, reading it only as far as `id` (ids ascend), without allocating;
+/// `None` when the part read is damaged.
+pub fn contains(bytes: &[u8], id: i64) -> Option<bool> {
+    for next in Ids::new(bytes) {
+        let next = next.ok()?;
+        if next >= id {
+            return Some(next == id);
         }
-        delta |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 != 0 {
-            shift += 7;
-            continue;
-        }
-        let delta_i = i64::try_from(delta).ok()?;
-        if delta_i == 0 && !ids.is_empty() {
-            return None;
-        }
-        previous = previous.checked_add(delta_i)?;
-        ids.push(previous);
-        delta = 0;
-        shift = 0;
     }
-    (shift == 0).then_some(ids)
+    Some(false)
 }
 
 #[cfg(test)]
@@ -87,6 +148,30 @@ mod tests {
         assert_eq!(decode(&[]), Some(vec![]));
     }
 
+    #[test]
+    fn membership_reads_as_far_as_the_id() {
+        let mut out = Vec::new();
+        encode(&[0, 3, 200, 201], &mut out).unwrap();
+        let found: Vec<Option<bool>> = [0, 1, 3, 200, 201, 202]
+            .map(|id| contains(&out, id))
+            .to_vec();
+        assert_eq!(
+            found,
+            [
+                Some(true),
+                Some(false),
+                Some(true),
+                Some(true),
+                Some(true),
+                Some(false)
+            ]
+        );
+        // Damage past the id is not read; damage before it is refused.
+        assert_eq!(contains(&[1, 2, 0x80], 2), Some(false));
+        assert_eq!(contains(&[1, 0, 5], 6), None);
+        assert_eq!(contains(&[], 1), Some(false));
+    }
+
     proptest! {
         #[test]
         fn round_trip(mut ids in proptest::collection::vec(1i64..i64::MAX / 4, 0..50)) {
@@ -108,6 +193,16 @@ mod tests {
         #[test]
         fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn membership_agrees_with_decoding(
+            bytes in proptest::collection::vec(any::<u8>(), 0..32),
+            id in 0i64..400,
+        ) {
+            if let Some(ids) = decode(&bytes) {
+                prop_assert_eq!(contains(&bytes, id), Some(ids.contains(&id)));
+            }
         }
     }
 }
