@@ -980,10 +980,13 @@ fn insert_tag_file(
     Ok(stored)
 }
 
-/// Tags with any evidence.
+/// Tags with any evidence: the posting lists' tags, and those only stronger evidence holds
+/// (ARM64 tags built in registers). Counted without a UNION, which would sort every tag of the
+/// index into a temporary b-tree (most of the cost of an unchanged re-index).
 fn count_distinct_tags(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(
-        "SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION SELECT tag FROM content_tag)",
+        "SELECT (SELECT count(*) FROM bytes_posting) + (SELECT count(DISTINCT tag) FROM \
+         content_tag WHERE tag NOT IN (SELECT tag FROM bytes_posting))",
         [],
         |r| r.get(0),
     )
