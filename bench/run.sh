@@ -891,19 +891,7 @@ mem=$(awk '/^MemTotal/ { printf "%.1f GB", $2 * 1024 / 1e9 }' /proc/meminfo)
 read_md=$(read_section)
 if ((read_only)); then
   # Keep the rest of results.md; replace (or add) its read-side section.
-  python3 - "$results_md" "$read_md" <<'PY'
-import sys, os
-path, section = sys.argv[1], sys.argv[2].rstrip("\n") + "\n"
-text = open(path).read() if os.path.exists(path) else "# pooltag benchmark\n"
-head = "## Read side on the bench corpus"
-if head in text:
-    before, _, rest = text.partition(head)
-    after = rest[rest.find("\n## "):] if "\n## " in rest else ""
-    text = before + section + after
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w").write(text)
-PY
+  printf '%s\n' "$read_md" | python3 "$(dirname "${BASH_SOURCE[0]}")/section.py" "$results_md"
   echo "$read_md"
   log "wrote the read-side section of $results_md"
   exit 0

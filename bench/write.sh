@@ -108,7 +108,7 @@ read -r removed_wall _ < <(again)
 cp "$scratch/victim" "$victim"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$results_md" <<PY
+section=$(python3 - <<PY
 import sys, os
 r = lambda a, b: float(a) / float(b)
 grep, full, bytes_only = float("$grep_wall"), float("$full_wall"), float("$bytes_wall")
@@ -136,14 +136,7 @@ section += "- summary of the full index: \`" + open("$scratch/summary.txt").read
 section += "| metric | value | target | met |\n|---|---:|---|---|\n"
 section += "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows)
 print(section)
-path = sys.argv[1]
-text = open(path).read() if os.path.exists(path) else "# pooltag benchmark\n"
-head = "## Write side on the bench corpus"
-if head in text:
-    before, _, rest = text.partition(head)
-    after = rest[rest.find("\n## "):] if "\n## " in rest else ""
-    text = before + section + after
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w").write(text)
 PY
+)
+echo "$section"
+printf '%s\n' "$section" | python3 "$here/section.py" "$results_md"

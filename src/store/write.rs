@@ -206,14 +206,7 @@ impl IndexWriter {
                 |r| r.get(0),
             )?;
         }
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO run (pooltag_version, host, os, roots, started_at, finished_at, \
-             files_seen, drivers_indexed, bytes_read, distinct_tags, tag_file_entries, errors) \
-             VALUES ('', ?1, '', '[]', 0, 0, 0, 0, 0, 0, 0, 0)",
-            [&self.host],
-        )?;
-        self.run_id = Some(conn.last_insert_rowid());
+        self.run_id = Some(insert_run(self.conn(), &self.host)?);
         Ok(())
     }
 
@@ -702,13 +695,7 @@ impl IndexWriter {
             let conn = self.conn();
             conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;")?;
             create_roots_table(conn, &self.roots)?;
-            conn.execute(
-                "INSERT INTO run (pooltag_version, host, os, roots, started_at, finished_at, \
-                 files_seen, drivers_indexed, bytes_read, distinct_tags, tag_file_entries, errors) \
-                 VALUES ('', ?1, '', '[]', 0, 0, 0, 0, 0, 0, 0, 0)",
-                [&self.host],
-            )?;
-            let run_id = conn.last_insert_rowid();
+            let run_id = insert_run(conn, &self.host)?;
             conn.execute(
                 &format!("UPDATE file AS x SET run_id = ?1 WHERE x.host = ?2 AND {UNDER_ROOTS}"),
                 params![run_id, self.host],
@@ -978,6 +965,17 @@ fn insert_tag_file(
         stored += 1;
     }
     Ok(stored)
+}
+
+/// A provenance row for an index run on `host`, filled in when the run ends; its id.
+fn insert_run(conn: &Connection, host: &str) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO run (pooltag_version, host, os, roots, started_at, finished_at, \
+         files_seen, drivers_indexed, bytes_read, distinct_tags, tag_file_entries, errors) \
+         VALUES ('', ?1, '', '[]', 0, 0, 0, 0, 0, 0, 0, 0)",
+        [host],
+    )?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// Tags with any evidence: the posting lists' tags, and those only stronger evidence holds
