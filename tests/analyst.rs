@@ -3,23 +3,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-
-fn pooltag() -> Command {
-    let mut cmd = Command::cargo_bin("pooltag").unwrap();
-    cmd.env_remove("POOLTAG_DB");
-    cmd
-}
-
-fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/bin")
-        .join(relative)
-}
-
-fn out(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
-}
+mod common;
+use common::{fixture, pooltag, stdout};
 
 /// x64-O2 and arm64-O2 indexed, with a tag file naming 3Lx1 for another driver.
 fn database(dir: &Path) -> PathBuf {
@@ -79,7 +64,7 @@ fn check_names_the_drivers_and_entries_already_using_a_tag() {
         collides("x64-O2"),
         dir.path().join("localtag.txt").display()
     );
-    assert_eq!(out(&assert), expected);
+    assert_eq!(stdout(&assert), expected);
 
     // Another build of an indexed driver, under its own name, collides with nothing.
     pooltag()
@@ -98,7 +83,7 @@ fn check_names_the_drivers_and_entries_already_using_a_tag() {
         .arg(&renamed)
         .assert()
         .code(1);
-    let items: Vec<serde_json::Value> = serde_json::from_str(&out(&wrapper)).unwrap();
+    let items: Vec<serde_json::Value> = serde_json::from_str(&stdout(&wrapper)).unwrap();
     let tags: Vec<&str> = items.iter().map(|i| i["tag"].as_str().unwrap()).collect();
     assert_eq!(tags, ["0Lf2", "0Lx3", "0Pp1", "0Tc1"]);
     assert_eq!(
@@ -137,7 +122,7 @@ fn check_exits_0_without_collision() {
         .arg(fixture("x64-O2/fltndis.sys"))
         .assert()
         .code(0);
-    assert!(out(&assert).contains("  8Fa1  call\n               FltAllocatePoolAlignedWithTag at .text+0x28\n               no collision\n"));
+    assert!(stdout(&assert).contains("  8Fa1  call\n               FltAllocatePoolAlignedWithTag at .text+0x28\n               no collision\n"));
 }
 
 #[test]
@@ -152,7 +137,7 @@ fn tags_collisions_skip_copies_of_the_same_driver() {
         .assert()
         .success();
     assert_eq!(
-        out(&assert),
+        stdout(&assert),
         format!(
             "{}\n  1Ba1  call\n               ExAllocatePoolWithTag at .text+0x1d\n               \
              ExFreePoolWithTag at .text+0x7e\n               ExFreePoolWithTag at .text+0x91\n               \
@@ -179,16 +164,16 @@ fn completions_and_manual_cover_every_command() {
         "export",
     ];
     for shell in ["bash", "zsh", "fish", "powershell"] {
-        let script = out(&pooltag().args(["completions", shell]).assert().success());
+        let script = stdout(&pooltag().args(["completions", shell]).assert().success());
         for command in commands {
             assert!(script.contains(command), "{shell}: {command}");
         }
     }
-    let manual = out(&pooltag().arg("man").assert().success());
+    let manual = stdout(&pooltag().arg("man").assert().success());
     assert!(manual.contains(".TH pooltag 1"), "{manual}");
     for command in commands {
         assert!(manual.contains(command), "{command}");
-        let help = out(&pooltag().args([command, "--help"]).assert().success());
+        let help = stdout(&pooltag().args([command, "--help"]).assert().success());
         assert!(
             help.contains("\nExample") && help.contains(":\n  pooltag "),
             "{command}: {help}"

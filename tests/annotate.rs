@@ -4,13 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-
-fn pooltag() -> Command {
-    let mut cmd = Command::cargo_bin("pooltag").unwrap();
-    cmd.env_remove("POOLTAG_DB");
-    cmd
-}
+mod common;
+use common::pooltag;
 
 /// The fixtures indexed with a small tag file.
 fn database(dir: &Path) -> PathBuf {

@@ -5,8 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 
-use assert_cmd::Command;
 use tempfile::TempDir;
+
+mod common;
+use common::{pooltag, stderr, stdout};
 
 const LOCALTAG: &str = "\
 // tags of the fixture drivers
@@ -20,12 +22,6 @@ ZzNo - nowhere.sys - A tag no fixture uses
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin")
-}
-
-fn pooltag() -> Command {
-    let mut cmd = Command::cargo_bin("pooltag").unwrap();
-    cmd.env_remove("POOLTAG_DB");
-    cmd
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -84,14 +80,6 @@ impl Scratch {
             .args(args)
             .assert()
     }
-}
-
-fn stdout(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
-}
-
-fn stderr(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stderr.clone()).unwrap()
 }
 
 const BUILDS: [&str; 5] = ["arm64-O2", "x64-O0", "x64-O2", "x86-O0", "x86-O2"];
@@ -884,8 +872,7 @@ fn db_option_goes_before_or_after_the_subcommand_and_env_gives_the_default() {
     );
     assert_eq!(listed.lines().count(), 4);
     let via_env = stdout(
-        &Command::cargo_bin("pooltag")
-            .unwrap()
+        &pooltag()
             .env("POOLTAG_DB", s.db())
             .args(["query", "-l", "1Ba1"])
             .assert()
@@ -895,9 +882,7 @@ fn db_option_goes_before_or_after_the_subcommand_and_env_gives_the_default() {
     #[cfg(target_os = "linux")]
     {
         let data = s.dir.path().join("xdg");
-        Command::cargo_bin("pooltag")
-            .unwrap()
-            .env_remove("POOLTAG_DB")
+        pooltag()
             .env("XDG_DATA_HOME", &data)
             .arg("index")
             .arg(s.root())

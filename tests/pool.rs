@@ -5,14 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::{Value, json};
 
-fn pooltag() -> Command {
-    let mut cmd = Command::cargo_bin("pooltag").unwrap();
-    cmd.env_remove("POOLTAG_DB");
-    cmd
-}
+mod common;
+use common::pooltag;
 
 /// The fixtures indexed with a small tag file.
 fn database(dir: &Path) -> PathBuf {

@@ -3,27 +3,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use tempfile::TempDir;
+
+mod common;
+use common::{pooltag, stderr, stdout};
 
 fn fixtures(build: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/bin")
         .join(build)
-}
-
-fn pooltag() -> Command {
-    let mut cmd = Command::cargo_bin("pooltag").unwrap();
-    cmd.env_remove("POOLTAG_DB");
-    cmd
-}
-
-fn out(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
-}
-
-fn err(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stderr.clone()).unwrap()
 }
 
 /// Indexes `roots` as `host` into `db`.
@@ -39,12 +27,14 @@ fn index(db: &Path, host: &str, roots: &[PathBuf]) {
 
 /// Every (tag, file) pair of a database at every level, as CSV: what a database says.
 fn dump(db: &Path) -> String {
-    out(&pooltag()
-        .arg("--db")
-        .arg(db)
-        .args(["export", "--format", "csv", "--evidence", "bytes"])
-        .assert()
-        .success())
+    stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(db)
+            .args(["export", "--format", "csv", "--evidence", "bytes"])
+            .assert()
+            .success(),
+    )
 }
 
 /// Two hosts: alpha indexed x64-O2, beta x64-O2 and x86-O2, with a tag file each.
@@ -81,17 +71,19 @@ fn merge_keeps_files_per_host_and_shares_contents() {
         .assert()
         .success();
     assert!(
-        err(&merged).starts_with("pooltag: merged 2 databases, hosts alpha, beta, "),
+        stderr(&merged).starts_with("pooltag: merged 2 databases, hosts alpha, beta, "),
         "{}",
-        err(&merged)
+        stderr(&merged)
     );
     let basic = fixtures("x64-O2").join("basic.sys").display().to_string();
-    let listed = out(&pooltag()
-        .arg("--db")
-        .arg(&all)
-        .args(["query", "1Bp2", "--evidence", "call"])
-        .assert()
-        .success());
+    let listed = stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(&all)
+            .args(["query", "1Bp2", "--evidence", "call"])
+            .assert()
+            .success(),
+    );
     assert!(
         listed.contains(&format!("  1Bp2  call   alpha: {basic}\n")),
         "{listed}"
@@ -107,12 +99,14 @@ fn merge_keeps_files_per_host_and_shares_contents() {
             .count(),
         0
     );
-    let entry = out(&pooltag()
-        .arg("--db")
-        .arg(&all)
-        .args(["query", "1Ba1"])
-        .assert()
-        .success());
+    let entry = stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(&all)
+            .args(["query", "1Ba1"])
+            .assert()
+            .success(),
+    );
     assert_eq!(
         entry
             .matches("  1Ba1  basic.sys - Basic fixture first buffer\n")
@@ -194,12 +188,14 @@ fn index_on_one_host_keeps_the_others_files() {
         .arg(fixtures("x86-O0"))
         .assert()
         .success();
-    let hosts = out(&pooltag()
-        .arg("--db")
-        .arg(&all)
-        .args(["query", "-l", "1Ba1", "--evidence", "call"])
-        .assert()
-        .success());
+    let hosts = stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(&all)
+            .args(["query", "-l", "1Ba1", "--evidence", "call"])
+            .assert()
+            .success(),
+    );
     assert_eq!(hosts.lines().count(), 3, "{hosts}");
     assert_eq!(
         per_host(&all),
@@ -218,12 +214,14 @@ fn index_on_one_host_keeps_the_others_files() {
 fn info_reports_hosts_counts_and_integrity() {
     let dir = tempfile::tempdir().unwrap();
     let (_, beta) = two_hosts(&dir);
-    let text = out(&pooltag()
-        .arg("--db")
-        .arg(&beta)
-        .arg("info")
-        .assert()
-        .success());
+    let text = stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(&beta)
+            .arg("info")
+            .assert()
+            .success(),
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("pooltag database {}", beta.display()));
     assert!(
@@ -247,12 +245,14 @@ fn info_reports_hosts_counts_and_integrity() {
         text.contains("\n  files by machine: x64 14, x86 10\n"),
         "{text}"
     );
-    let json: serde_json::Value = serde_json::from_str(&out(&pooltag()
-        .arg("--db")
-        .arg(&beta)
-        .args(["info", "--json"])
-        .assert()
-        .success()))
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(&beta)
+            .args(["info", "--json"])
+            .assert()
+            .success(),
+    ))
     .unwrap();
     assert_eq!(json["schema"], 2);
     assert_eq!(json["integrity"], "ok");
@@ -311,12 +311,14 @@ fn localtag_export_reads_back_and_uses_pooltag_descriptions() {
 fn csv_export_has_a_header_and_a_row_per_pair() {
     let dir = tempfile::tempdir().unwrap();
     let (alpha, _) = two_hosts(&dir);
-    let csv = out(&pooltag()
-        .arg("--db")
-        .arg(&alpha)
-        .args(["export", "--format", "csv"])
-        .assert()
-        .success());
+    let csv = stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(&alpha)
+            .args(["export", "--format", "csv"])
+            .assert()
+            .success(),
+    );
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
@@ -337,7 +339,7 @@ fn csv_export_has_a_header_and_a_row_per_pair() {
         .args(["export", "--format", "xml"])
         .assert()
         .code(2);
-    assert!(err(&refused).contains(
+    assert!(stderr(&refused).contains(
         "invalid value 'xml' for '--format <FORMAT>': unknown format 'xml' (use localtag, csv or json)"
     ));
 }
@@ -393,7 +395,7 @@ fn tampered_databases_are_refused() {
     let truncated = copy("truncated.db");
     let bytes = fs::read(&truncated).unwrap();
     fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let message = err(&query(&truncated));
+    let message = stderr(&query(&truncated));
     assert!(
         message.starts_with(&format!(
             "pooltag: {}: the database is truncated (",
@@ -410,7 +412,7 @@ fn tampered_databases_are_refused() {
     }
     fs::write(&damaged, &bytes).unwrap();
     let info = pooltag().arg("--db").arg(&damaged).arg("info").assert();
-    let shown = format!("{}{}", out(&info), err(&info));
+    let shown = format!("{}{}", stdout(&info), stderr(&info));
     assert!(
         shown.contains("damaged") || shown.contains("malformed"),
         "{shown}"
@@ -432,12 +434,14 @@ fn a_read_only_copy_is_queried_without_writing_anything() {
     fs::set_permissions(&db, fs::Permissions::from_mode(0o444)).unwrap();
     fs::set_permissions(&share, fs::Permissions::from_mode(0o555)).unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let expected = out(&pooltag()
-        .arg("--db")
-        .arg(&alpha)
-        .args(["query", "--json", "1B*"])
-        .assert()
-        .success());
+    let expected = stdout(
+        &pooltag()
+            .arg("--db")
+            .arg(&alpha)
+            .args(["query", "--json", "1B*"])
+            .assert()
+            .success(),
+    );
     // A copy the other user can run, wherever the build tree lives.
     let binary = dir.path().join("pooltag");
     fs::copy(assert_cmd::cargo::cargo_bin("pooltag"), &binary).unwrap();

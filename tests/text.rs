@@ -2,21 +2,9 @@
 //! to the terminal; tag files saved on Windows (UTF-8 with a BOM, UTF-16) are read whole.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-
-fn pooltag() -> Command {
-    let mut cmd = Command::cargo_bin("pooltag").unwrap();
-    cmd.env_remove("POOLTAG_DB");
-    cmd
-}
-
-fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/bin")
-        .join(relative)
-}
+mod common;
+use common::{fixture, pooltag};
 
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()

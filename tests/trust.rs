@@ -4,28 +4,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use tempfile::TempDir;
 
-fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/bin")
-        .join(relative)
-}
-
-fn pooltag() -> Command {
-    let mut cmd = Command::cargo_bin("pooltag").unwrap();
-    cmd.env_remove("POOLTAG_DB");
-    cmd
-}
-
-fn stdout(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
-}
-
-fn stderr(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stderr.clone()).unwrap()
-}
+mod common;
+use common::{fixture, pooltag, stderr, stdout};
 
 /// The part of an index summary line that counts driver binaries.
 fn driver_counts(assert: &assert_cmd::assert::Assert) -> String {
