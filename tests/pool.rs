@@ -12,23 +12,10 @@ use common::pooltag;
 
 /// The fixtures indexed with a small tag file.
 fn database(dir: &Path) -> PathBuf {
-    let tags = dir.join("localtag.txt");
-    fs::write(
-        &tags,
+    common::indexed_fixtures(
+        dir,
         "1Ba? - basic.sys - Basic fixture tags\nVr01 - versioned.sys - Versioned fixture\n",
     )
-    .unwrap();
-    let db = dir.join("pooltag.db");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin");
-    pooltag()
-        .arg("--db")
-        .arg(&db)
-        .args(["index", "--pooltag-txt"])
-        .arg(&tags)
-        .arg(fixtures)
-        .assert()
-        .success();
-    db
 }
 
 /// A PoolMon screen: 1Ba1 and Gone in nonpaged pool, Vr01 in paged pool.

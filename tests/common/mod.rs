@@ -29,3 +29,20 @@ pub fn stdout(assert: &assert_cmd::assert::Assert) -> String {
 pub fn stderr(assert: &assert_cmd::assert::Assert) -> String {
     String::from_utf8(assert.get_output().stderr.clone()).unwrap()
 }
+
+/// The database of the fixture binaries (`tests/fixtures/bin`) indexed in `dir` with a tag file
+/// holding `tag_lines`.
+pub fn indexed_fixtures(dir: &Path, tag_lines: &str) -> PathBuf {
+    let tags = dir.join("localtag.txt");
+    std::fs::write(&tags, tag_lines).unwrap();
+    let db = dir.join("pooltag.db");
+    pooltag()
+        .arg("--db")
+        .arg(&db)
+        .args(["index", "--pooltag-txt"])
+        .arg(&tags)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin"))
+        .assert()
+        .success();
+    db
+}
