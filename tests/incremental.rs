@@ -130,6 +130,50 @@ fn answers(db: &Path) -> (String, String, String) {
     (String::from_utf8(pairs).unwrap(), entries, counts)
 }
 
+/// Each content's bytes-level tags (`content_bytes`) are exactly the posting lists it is in.
+fn forward_matches_postings(db: &Path) {
+    use std::collections::BTreeMap;
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut from_postings: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut rows = conn
+        .prepare("SELECT tag, content_ids FROM bytes_posting ORDER BY tag")
+        .unwrap();
+    for row in rows
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .unwrap()
+    {
+        let (tag, ids) = row.unwrap();
+        for id in pooltag::store::postings::decode(&ids).unwrap() {
+            from_postings.entry(id).or_default().push(tag);
+        }
+    }
+    let mut forward: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut rows = conn
+        .prepare("SELECT content_id, tags FROM content_bytes")
+        .unwrap();
+    for row in rows
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .unwrap()
+    {
+        let (id, tags) = row.unwrap();
+        let tags = pooltag::store::postings::decode(&tags).unwrap();
+        if !tags.is_empty() {
+            forward.insert(id, tags);
+        }
+    }
+    assert_eq!(
+        forward, from_postings,
+        "content_bytes and bytes_posting disagree"
+    );
+    let contents: i64 = conn
+        .query_row("SELECT count(*) FROM content", [], |r| r.get(0))
+        .unwrap();
+    let listed: i64 = conn
+        .query_row("SELECT count(*) FROM content_bytes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(contents, listed, "a content without its content_bytes row");
+}
+
 fn fixture(index: usize) -> Vec<u8> {
     fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -175,6 +219,8 @@ proptest! {
         tree.index(&db, &[0, 1], true, false, false, false);
         let full = tree.path("full.db");
         tree.index(&full, &[0, 1], true, true, false, true);
+        forward_matches_postings(&db);
+        forward_matches_postings(&full);
         let (got, want) = (answers(&db), answers(&full));
         prop_assert_eq!(got.0, want.0);
         prop_assert_eq!(got.1, want.1);

@@ -27,6 +27,7 @@ pub const APPLICATION_ID: i32 = 0x5054_4147;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_analysis_and_via.sql"),
+    include_str!("../../migrations/0003_content_bytes.sql"),
 ];
 
 /// The schema version this pooltag writes and reads.
@@ -956,6 +957,7 @@ mod tests {
             [
                 "bytes_posting",
                 "content",
+                "content_bytes",
                 "content_tag",
                 "file",
                 "run",

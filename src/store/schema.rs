@@ -58,6 +58,16 @@ pub const EXPECTED: &[(&str, &str, Option<&str>)] = &[
     ),
     (
         "table",
+        "content_bytes",
+        Some(
+            r#"CREATE TABLE content_bytes (
+    content_id INTEGER PRIMARY KEY REFERENCES content(id),
+    tags BLOB NOT NULL
+)"#,
+        ),
+    ),
+    (
+        "table",
         "content_tag",
         Some(
             r#"CREATE TABLE content_tag (

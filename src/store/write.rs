@@ -374,6 +374,11 @@ impl IndexWriter {
             v.original_filename,
             content.analysis.to_string()
         ])?;
+        let keys: Vec<i64> = content.tags.iter().map(|t| i64::from(t.key())).collect();
+        let mut tags = Vec::new();
+        postings::encode(&keys, &mut tags).map_err(|_| damaged_list())?;
+        conn.prepare_cached("INSERT INTO content_bytes (content_id, tags) VALUES (?1, ?2)")?
+            .execute(params![id, tags])?;
         let mut level = conn.prepare_cached(
             "INSERT INTO content_tag (tag, content_id, evidence) VALUES (?1, ?2, ?3)",
         )?;
@@ -540,6 +545,8 @@ impl IndexWriter {
              UPDATE content SET analysis = (SELECT c.analysis FROM src.content c \
                  JOIN temp.content_map m ON m.src = c.id WHERE m.id = content.id) \
                  WHERE id IN (SELECT id FROM temp.content_map WHERE renew); \
+             INSERT INTO content_bytes SELECT m.id, b.tags FROM src.content_bytes b \
+                 JOIN temp.content_map m ON m.src = b.content_id WHERE m.new; \
              INSERT INTO content_tag SELECT t.tag, m.id, t.evidence FROM src.content_tag t \
                  JOIN temp.content_map m ON m.src = t.content_id WHERE m.new OR m.renew; \
              INSERT INTO site SELECT m.id, s.tag, s.evidence, s.api, s.rva, s.section, s.offset, \
@@ -746,6 +753,7 @@ impl IndexWriter {
         let content_filter = filter.replace("content_id", "id");
         conn.execute_batch(&format!(
             "INSERT INTO content SELECT * FROM old.content {content_filter}; \
+             INSERT INTO content_bytes SELECT * FROM old.content_bytes {filter}; \
              INSERT INTO content_tag SELECT * FROM old.content_tag {filter}; \
              INSERT INTO site SELECT * FROM old.site {filter};"
         ))
