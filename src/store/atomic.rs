@@ -55,6 +55,25 @@ impl AtomicFile {
         &self.target
     }
 
+    /// A second temporary file beside the first (`<target>.<pid>.tmp.patch`), for a writer that
+    /// builds the result there; [`AtomicFile::take_from`] makes it this file's content. A run
+    /// that dies leaves it to the next run's cleanup, like SQLite's side files.
+    pub fn side_path(&self) -> PathBuf {
+        let mut name = self.temp.file_name().unwrap_or_default().to_owned();
+        name.push(".patch");
+        self.temp.with_file_name(name)
+    }
+
+    /// Makes `side` (written and closed) the file to commit, in place of what was written to
+    /// [`AtomicFile::path`].
+    pub fn take_from(&mut self, side: &Path) -> Result<()> {
+        fs::rename(side, &self.temp)
+            .map_err(|e| Error::new(format!("{}: {e}", self.temp.display())))?;
+        // The lock was on the file the rename replaced.
+        self._lock = lock(&self.temp);
+        Ok(())
+    }
+
     /// Makes the finished file durable, then renames it over the target. Whoever wrote it must
     /// have closed it.
     pub fn commit(mut self) -> Result<()> {
@@ -124,15 +143,16 @@ fn remove_stale_temporaries(target: &Path) {
         let Some(rest) = name.strip_prefix(&base).and_then(|r| r.strip_prefix('.')) else {
             continue;
         };
-        let Some((pid, suffix)) = rest.split_once(".tmp") else {
+        let Some((pid, _)) = rest.split_once(".tmp") else {
             continue;
         };
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
+        // A running index holds a lock on its temporary file: that file and its side files stay.
         let main_file = dir.join(format!("{base}.{pid}.tmp"));
-        if suffix.is_empty() && lock(&main_file).is_none() && cfg!(unix) {
-            continue; // a running index holds it
+        if cfg!(unix) && main_file.exists() && lock(&main_file).is_none() {
+            continue;
         }
         let _ = fs::remove_file(entry.path());
     }

@@ -117,8 +117,6 @@ pub struct IndexWriter {
     run_id: Option<i64>,
     /// The previous database, attached as `old`.
     old: Option<PathBuf>,
-    /// The roots of an index run, as stored paths.
-    roots: Vec<String>,
     /// The id the next new content gets: above every content of the previous database.
     next_content_id: i64,
     /// Contents stored in this run, by SHA-256.
@@ -160,7 +158,6 @@ impl IndexWriter {
             segments: 0,
             run_id: None,
             old: None,
-            roots: Vec::new(),
             next_content_id: 1,
             contents: HashMap::new(),
         };
@@ -194,7 +191,6 @@ impl IndexWriter {
         else {
             return Ok(());
         };
-        self.roots = replaced.roots.to_vec();
         if let Some(previous) = previous {
             conn.execute("ATTACH DATABASE ?1 AS old", [read_only_uri(previous)])?;
             self.old = Some(previous.to_owned());
@@ -646,10 +642,14 @@ impl IndexWriter {
         if self.segments > 0 {
             self.write_segment()?;
         }
+        if self.old.is_some() {
+            self.point_to_renewed().map_err(|e| self.fail(e))?;
+        }
         if let Some(previous) = self.old.clone()
-            && self.matches_previous().map_err(|e| self.fail(e))?
+            && self.segments == 0
+            && self.change_is_small().map_err(|e| self.fail(e))?
         {
-            return self.finish_as_copy(&previous, run);
+            return self.finish_as_patch(&previous, run);
         }
         self.copy_reused().map_err(|e| self.fail(e))?;
         self.write_postings().map_err(|e| self.fail(e))?;
@@ -660,81 +660,10 @@ impl IndexWriter {
         Ok(distinct_tags)
     }
 
-    /// Whether the run found exactly what the previous database holds: the same files (path,
-    /// size, modification time, content: a content analysed again or new is a new content id)
-    /// and the same tag-file lines, for every host.
-    fn matches_previous(&self) -> rusqlite::Result<bool> {
-        if !self.contents.is_empty() {
-            return Ok(false);
-        }
-        let files = "SELECT content_id, host, path, name, size, mtime_ns FROM";
-        let lines = "SELECT f.host, f.path, s.line, e.tag, e.binary, e.description FROM";
-        let joined = |schema: &str| {
-            format!(
-                "{lines} {schema}.tag_file f JOIN {schema}.tag_entry_source s \
-                 ON s.tag_file_id = f.id JOIN {schema}.tag_entry e ON e.id = s.entry_id"
-            )
-        };
-        let (new_lines, old_lines) = (joined("main"), joined("old"));
-        self.conn().query_row(
-            &format!(
-                "SELECT NOT EXISTS ({files} main.file EXCEPT {files} old.file) \
-                 AND NOT EXISTS ({files} old.file EXCEPT {files} main.file) \
-                 AND NOT EXISTS ({new_lines} EXCEPT {old_lines}) \
-                 AND NOT EXISTS ({old_lines} EXCEPT {new_lines})"
-            ),
-            [],
-            |r| r.get(0),
-        )
-    }
-
-    /// Finishes a run that changed nothing: the previous database, copied (cloned where the file
-    /// system can), with this run's provenance. Its files under the roots are recorded as this
-    /// run's; this host's runs that no file names any more are dropped, as a rebuild would.
-    fn finish_as_copy(mut self, previous: &Path, run: Option<RunRecord>) -> Result<u64> {
-        let conn = self.conn.take().expect("connection open until finish");
-        conn.close().map_err(|(_, e)| self.fail(e))?;
-        fs::copy(previous, self.file.path())
-            .map_err(|e| Error::new(format!("{}: {e}", self.file.path().display())))?;
-        let conn = Connection::open(self.file.path()).map_err(|e| self.fail(e))?;
-        self.conn = Some(conn);
-        let record = || -> rusqlite::Result<u64> {
-            let conn = self.conn();
-            conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;")?;
-            create_roots_table(conn, &self.roots)?;
-            let run_id = insert_run(conn, &self.host)?;
-            conn.execute(
-                &format!("UPDATE file AS x SET run_id = ?1 WHERE x.host = ?2 AND {UNDER_ROOTS}"),
-                params![run_id, self.host],
-            )?;
-            conn.execute(
-                "DELETE FROM run WHERE host = ?1 AND id <> ?2 \
-                 AND id NOT IN (SELECT run_id FROM file)",
-                params![self.host, run_id],
-            )?;
-            let distinct_tags = count_distinct_tags(conn)?;
-            if let Some(run) = run {
-                self.update_run(run_id, &run, distinct_tags)?;
-            }
-            conn.execute_batch("DROP TABLE temp.roots; COMMIT;")?;
-            Ok(distinct_tags as u64)
-        };
-        let distinct_tags = record().map_err(|e| self.fail(e))?;
-        let conn = self.conn.take().expect("connection open until finish");
-        conn.close().map_err(|(_, e)| self.fail(e))?;
-        self.file.commit()?;
-        Ok(distinct_tags)
-    }
-
-    /// Copies the reused contents of the previous database with their tags and sites. A kept
-    /// file (of another host, or outside this run's roots) whose content this run analysed again
-    /// points to the new analysis instead of the old one.
-    fn copy_reused(&self) -> rusqlite::Result<()> {
-        if self.old.is_none() {
-            return Ok(());
-        }
-        let conn = self.conn();
-        conn.execute_batch(
+    /// A kept file (of another host, or outside this run's roots) whose content this run
+    /// analysed again points to the new analysis instead of the old one, which is not reused.
+    fn point_to_renewed(&self) -> rusqlite::Result<()> {
+        self.conn().execute_batch(
             "CREATE TEMP TABLE renewed AS SELECT o.id AS old_id, n.id AS new_id \
                  FROM old.content o JOIN content n ON n.sha256 = o.sha256; \
              UPDATE file SET content_id = \
@@ -742,7 +671,145 @@ impl IndexWriter {
                  WHERE content_id IN (SELECT old_id FROM temp.renewed); \
              DELETE FROM temp.reused WHERE id IN (SELECT old_id FROM temp.renewed); \
              DROP TABLE temp.renewed;",
+        )
+    }
+
+    /// Whether the previous database is better patched than rebuilt: the posting lists this run
+    /// touches (its new (tag, content) pairs, and the tags of the previous contents it drops) are
+    /// at most one per 8 previous lists, so that reading and writing them one at a time beats
+    /// rewriting them all.
+    fn change_is_small(&self) -> rusqlite::Result<bool> {
+        let conn = self.conn();
+        let (lists, dropped): (i64, i64) = conn.query_row(
+            "SELECT (SELECT count(*) FROM old.bytes_posting), \
+             (SELECT coalesce(sum(length(tags)), 0) FROM old.content_bytes \
+              WHERE content_id NOT IN (SELECT id FROM temp.reused))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        // A tag of a list takes a byte at least: the length bounds the count from above.
+        Ok(self.pairs.len() as i64 + dropped <= lists / 8)
+    }
+
+    /// Finishes a run that changed little: a copy of the previous database (cloned where the file
+    /// system can) with the change applied. Files, runs and tag files, small tables, are
+    /// replaced by what this run built; new contents are added and their ids appended to their
+    /// tags' posting lists; dropped contents (no file holds them any more) are removed, their
+    /// ids taken out of exactly their lists (`content_bytes`). The result is what a rebuild
+    /// would write.
+    fn finish_as_patch(mut self, previous: &Path, run: Option<RunRecord>) -> Result<u64> {
+        let side = self.file.side_path();
+        let patched = || -> Result<u64> {
+            fs::copy(previous, &side)
+                .map_err(|e| Error::new(format!("{}: {e}", side.display())))?;
+            let distinct_tags = self.patch(&side, run).map_err(|e| self.fail(e))?;
+            let conn = self.conn.take().expect("connection open until finish");
+            conn.close().map_err(|(_, e)| self.fail(e))?;
+            Ok(distinct_tags)
+        };
+        match patched() {
+            Ok(distinct_tags) => {
+                self.file.take_from(&side)?;
+                self.file.commit()?;
+                Ok(distinct_tags)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&side);
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies this run to the copy at `side`, attached as `patched`; returns the number of
+    /// distinct tags.
+    fn patch(&mut self, side: &Path, run: Option<RunRecord>) -> rusqlite::Result<u64> {
+        let mut pairs = std::mem::take(&mut self.pairs);
+        pairs.sort_unstable();
+        let conn = self.conn();
+        conn.execute_batch("COMMIT;")?;
+        conn.execute("ATTACH DATABASE ?1 AS patched", [side.to_string_lossy()])?;
+        // Disposable until the rename, like the main file: no journal, no syncs until the end.
+        conn.execute_batch(
+            "PRAGMA patched.journal_mode = OFF; PRAGMA patched.synchronous = OFF; BEGIN; \
+             DELETE FROM patched.file; INSERT INTO patched.file SELECT * FROM main.file; \
+             DELETE FROM patched.run; INSERT INTO patched.run SELECT * FROM main.run; \
+             DELETE FROM patched.tag_entry_source; DELETE FROM patched.tag_entry; \
+             DELETE FROM patched.tag_file; \
+             INSERT INTO patched.tag_file SELECT * FROM main.tag_file; \
+             INSERT INTO patched.tag_entry SELECT * FROM main.tag_entry; \
+             INSERT INTO patched.tag_entry_source SELECT * FROM main.tag_entry_source; \
+             INSERT INTO patched.content SELECT * FROM main.content; \
+             INSERT INTO patched.content_bytes SELECT * FROM main.content_bytes; \
+             INSERT INTO patched.content_tag SELECT * FROM main.content_tag; \
+             INSERT INTO patched.site SELECT * FROM main.site; \
+             CREATE TEMP TABLE dropped AS SELECT id FROM patched.content \
+                 WHERE id NOT IN (SELECT content_id FROM patched.file);",
+        )?;
+        let mut select =
+            conn.prepare("SELECT content_ids FROM patched.bytes_posting WHERE tag = ?1")?;
+        let mut upsert = conn.prepare(
+            "INSERT OR REPLACE INTO patched.bytes_posting (tag, content_ids) VALUES (?1, ?2)",
+        )?;
+        let mut delete = conn.prepare("DELETE FROM patched.bytes_posting WHERE tag = ?1")?;
+        let mut blob = Vec::new();
+        let mut rewrite = |key: u32, change: &dyn Fn(&mut Vec<i64>)| -> rusqlite::Result<()> {
+            let mut ids = match select
+                .query_row([key], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?
+            {
+                Some(old) => postings::decode(&old).ok_or_else(damaged_list)?,
+                None => Vec::new(),
+            };
+            change(&mut ids);
+            if ids.is_empty() {
+                delete.execute([key])?;
+            } else {
+                blob.clear();
+                postings::encode(&ids, &mut blob).map_err(|_| damaged_list())?;
+                upsert.execute(params![key, blob])?;
+            }
+            Ok(())
+        };
+        let dropped: Vec<(i64, Vec<u8>)> = conn
+            .prepare(
+                "SELECT b.content_id, b.tags FROM patched.content_bytes b \
+                 JOIN temp.dropped d ON d.id = b.content_id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, tags) in dropped {
+            for key in postings::decode(&tags).ok_or_else(damaged_list)? {
+                let key = u32::try_from(key).map_err(|_| damaged_list())?;
+                rewrite(key, &|ids| ids.retain(|other| *other != id))?;
+            }
+        }
+        // New ids are above every previous one: appended, the lists stay ascending.
+        for (key, new) in group_pairs(&pairs) {
+            rewrite(key, &|ids| ids.extend(&new))?;
+        }
+        drop((select, upsert, delete));
+        conn.execute_batch(
+            "DELETE FROM patched.content_tag WHERE content_id IN (SELECT id FROM temp.dropped); \
+             DELETE FROM patched.site WHERE content_id IN (SELECT id FROM temp.dropped); \
+             DELETE FROM patched.content_bytes \
+                 WHERE content_id IN (SELECT id FROM temp.dropped); \
+             DELETE FROM patched.content WHERE id IN (SELECT id FROM temp.dropped); \
+             DROP TABLE temp.dropped;",
+        )?;
+        let distinct_tags = count_distinct_tags(conn, "patched")?;
+        if let (Some(run), Some(run_id)) = (run, self.run_id) {
+            self.update_run("patched", run_id, &run, distinct_tags)?;
+        }
+        conn.execute_batch("COMMIT; DETACH DATABASE patched; DETACH DATABASE old;")?;
+        Ok(distinct_tags as u64)
+    }
+
+    /// Copies the reused contents of the previous database with their tags and sites.
+    fn copy_reused(&self) -> rusqlite::Result<()> {
+        if self.old.is_none() {
+            return Ok(());
+        }
+        let conn = self.conn();
         // Every old content kept (files were only added): the tables are copied whole, in
         // key order, without a lookup per row.
         let filter = if self.all_old_reused()? {
@@ -757,41 +824,6 @@ impl IndexWriter {
              INSERT INTO content_tag SELECT * FROM old.content_tag {filter}; \
              INSERT INTO site SELECT * FROM old.site {filter};"
         ))
-    }
-
-    /// A few contents added to a previous database whose contents are all kept: its lists are
-    /// copied whole in SQL, then the lists of the tags of `pairs` get their new ids (above every
-    /// old id: appended). False, with nothing written, when the pairs are too many for point
-    /// updates to beat the streaming merge (more than one per 8 previous lists).
-    fn added_to_old_lists(&self, pairs: &mut [u64]) -> rusqlite::Result<bool> {
-        let conn = self.conn();
-        let old_lists: i64 =
-            conn.query_row("SELECT count(*) FROM old.bytes_posting", [], |r| r.get(0))?;
-        if pairs.len() as i64 > old_lists / 8 {
-            return Ok(false);
-        }
-        conn.execute_batch(
-            "INSERT INTO bytes_posting SELECT tag, content_ids FROM old.bytes_posting ORDER BY tag;",
-        )?;
-        pairs.sort_unstable();
-        let mut select = conn.prepare("SELECT content_ids FROM bytes_posting WHERE tag = ?1")?;
-        let mut upsert = conn
-            .prepare("INSERT OR REPLACE INTO bytes_posting (tag, content_ids) VALUES (?1, ?2)")?;
-        let mut blob = Vec::new();
-        for (key, new) in group_pairs(pairs) {
-            let mut ids = match select
-                .query_row([key], |r| r.get::<_, Vec<u8>>(0))
-                .optional()?
-            {
-                Some(old) => postings::decode(&old).ok_or_else(damaged_list)?,
-                None => Vec::new(),
-            };
-            ids.extend(new);
-            blob.clear();
-            postings::encode(&ids, &mut blob).map_err(|_| damaged_list())?;
-            upsert.execute(params![key, blob])?;
-        }
-        Ok(true)
     }
 
     /// Whether this run keeps every content of the previous database.
@@ -822,8 +854,6 @@ impl IndexWriter {
                         .query_map([], |r| r.get(0))?
                         .collect::<rusqlite::Result<_>>()?,
                 );
-            } else if self.segments == 0 && self.added_to_old_lists(&mut pairs)? {
-                return Ok(());
             }
             old_select =
                 Some(conn.prepare("SELECT tag, content_ids FROM old.bytes_posting ORDER BY tag")?);
@@ -904,9 +934,9 @@ impl IndexWriter {
     /// distinct tags.
     fn write_run(&self, run: Option<RunRecord>) -> rusqlite::Result<u64> {
         let conn = self.conn();
-        let distinct_tags = count_distinct_tags(conn)?;
+        let distinct_tags = count_distinct_tags(conn, "main")?;
         if let (Some(run), Some(run_id)) = (run, self.run_id) {
-            self.update_run(run_id, &run, distinct_tags)?;
+            self.update_run("main", run_id, &run, distinct_tags)?;
         }
         conn.execute_batch("COMMIT;")?;
         if self.old.is_some() {
@@ -915,14 +945,24 @@ impl IndexWriter {
         Ok(distinct_tags as u64)
     }
 
-    fn update_run(&self, run_id: i64, run: &RunRecord, distinct_tags: i64) -> rusqlite::Result<()> {
+    /// Fills in the provenance row `run_id` of the database `schema` (`main`, or the patched
+    /// copy).
+    fn update_run(
+        &self,
+        schema: &str,
+        run_id: i64,
+        run: &RunRecord,
+        distinct_tags: i64,
+    ) -> rusqlite::Result<()> {
         let conn = self.conn();
         let roots = serde_json::to_string(&run.roots).unwrap_or_else(|_| "[]".to_owned());
         conn.execute(
-            "UPDATE run SET pooltag_version = ?1, os = ?2, roots = ?3, \
-             started_at = ?4, finished_at = ?5, files_seen = ?6, drivers_indexed = ?7, \
-             bytes_read = ?8, distinct_tags = ?9, tag_file_entries = ?10, errors = ?11 \
-             WHERE id = ?12",
+            &format!(
+                "UPDATE {schema}.run SET pooltag_version = ?1, os = ?2, roots = ?3, \
+                 started_at = ?4, finished_at = ?5, files_seen = ?6, drivers_indexed = ?7, \
+                 bytes_read = ?8, distinct_tags = ?9, tag_file_entries = ?10, errors = ?11 \
+                 WHERE id = ?12"
+            ),
             params![
                 env!("CARGO_PKG_VERSION"),
                 run.os,
@@ -989,10 +1029,12 @@ fn insert_run(conn: &Connection, host: &str) -> rusqlite::Result<i64> {
 /// Tags with any evidence: the posting lists' tags, and those only stronger evidence holds
 /// (ARM64 tags built in registers). Counted without a UNION, which would sort every tag of the
 /// index into a temporary b-tree (most of the cost of an unchanged re-index).
-fn count_distinct_tags(conn: &Connection) -> rusqlite::Result<i64> {
+fn count_distinct_tags(conn: &Connection, schema: &str) -> rusqlite::Result<i64> {
     conn.query_row(
-        "SELECT (SELECT count(*) FROM bytes_posting) + (SELECT count(DISTINCT tag) FROM \
-         content_tag WHERE tag NOT IN (SELECT tag FROM bytes_posting))",
+        &format!(
+            "SELECT (SELECT count(*) FROM {schema}.bytes_posting) + (SELECT count(DISTINCT tag) \
+             FROM {schema}.content_tag WHERE tag NOT IN (SELECT tag FROM {schema}.bytes_posting))"
+        ),
         [],
         |r| r.get(0),
     )
