@@ -184,8 +184,8 @@ fn read_commands_print_the_committed_outputs() {
     assert_eq!(digests, std::fs::read_to_string(&file).unwrap());
 }
 
-/// A damaged posting list or evidence level met while streaming an answer is an error naming
-/// the database, exit status 2, for every read command that reaches it.
+/// A damaged posting list, tag list or evidence level met while streaming an answer is an error
+/// naming the database, exit status 2, for every read command that reaches it.
 #[test]
 fn damage_met_while_streaming_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,8 +200,22 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
         u32::from_be_bytes(*b"1Ba1")
     ))
     .unwrap();
+    // `tags` reads the content's own list of its tags.
+    let basic: i64 = conn
+        .query_row(
+            "SELECT content_id FROM file WHERE path LIKE '%x64-O2/basic.sys'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute(
+        "UPDATE content_bytes SET tags = x'0180' WHERE content_id = ?1",
+        [basic],
+    )
+    .unwrap();
     drop(conn);
     let shown = db.display().to_string();
+    let basic_list = format!("the tag list of content {basic}");
     for (args, what) in [
         (
             &["query", "--json", "1Ba2"][..],
@@ -214,7 +228,7 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
         (&["export", "--format", "csv"], "an unknown evidence level"),
         (
             &["tags", "--evidence", "bytes", "x64-O2/basic.sys"],
-            "the content list of tag 1Ba2",
+            basic_list.as_str(),
         ),
     ] {
         let run = Command::cargo_bin("pooltag")

@@ -809,24 +809,22 @@ impl Database {
     ) -> Result<Vec<(Tag, Evidence)>> {
         let mut strongest: HashMap<Tag, Evidence> = HashMap::new();
         if minimum == Evidence::Bytes {
-            let fail = |e| self.fail(e);
-            let mut statement = self
+            // One row: the content's own list of its bytes-level tags.
+            let blob: Option<Vec<u8>> = self
                 .conn
-                .prepare_cached("SELECT tag, content_ids FROM bytes_posting")
-                .map_err(fail)?;
-            let mut rows = statement.query([]).map_err(fail)?;
-            while let Some(row) = rows.next().map_err(fail)? {
-                let tag = tag_of_key(row.get(0).map_err(fail)?)
-                    .ok_or_else(|| self.damaged("a tag key out of range"))?;
-                let holds = row
-                    .get_ref(1)
-                    .and_then(|v| Ok(v.as_blob()?))
+                .prepare_cached("SELECT tags FROM content_bytes WHERE content_id = ?1")
+                .and_then(|mut s| {
+                    rusqlite::OptionalExtension::optional(s.query_row([content_id], |r| r.get(0)))
+                })
+                .map_err(|e| self.fail(e))?;
+            let damaged = || self.damaged(&format!("the tag list of content {content_id}"));
+            let keys = postings::decode(&blob.ok_or_else(damaged)?).ok_or_else(damaged)?;
+            for key in keys {
+                let tag = u32::try_from(key)
                     .ok()
-                    .and_then(|blob| postings::contains(blob, content_id))
-                    .ok_or_else(|| self.damaged(&format!("the content list of tag {tag}")))?;
-                if holds {
-                    strongest.insert(tag, Evidence::Bytes);
-                }
+                    .map(Tag::from_key)
+                    .ok_or_else(|| self.damaged("a tag key out of range"))?;
+                strongest.insert(tag, Evidence::Bytes);
             }
         }
         let mut statement = self

@@ -106,18 +106,6 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<i64>> {
     Ids::new(bytes).collect::<Result<_, _>>().ok()
 }
 
-/// Whether a list holds `id`, reading it only as far as `id` (ids ascend), without allocating;
-/// `None` when the part read is damaged.
-pub fn contains(bytes: &[u8], id: i64) -> Option<bool> {
-    for next in Ids::new(bytes) {
-        let next = next.ok()?;
-        if next >= id {
-            return Some(next == id);
-        }
-    }
-    Some(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,30 +136,6 @@ mod tests {
         assert_eq!(decode(&[]), Some(vec![]));
     }
 
-    #[test]
-    fn membership_reads_as_far_as_the_id() {
-        let mut out = Vec::new();
-        encode(&[0, 3, 200, 201], &mut out).unwrap();
-        let found: Vec<Option<bool>> = [0, 1, 3, 200, 201, 202]
-            .map(|id| contains(&out, id))
-            .to_vec();
-        assert_eq!(
-            found,
-            [
-                Some(true),
-                Some(false),
-                Some(true),
-                Some(true),
-                Some(true),
-                Some(false)
-            ]
-        );
-        // Damage past the id is not read; damage before it is refused.
-        assert_eq!(contains(&[1, 2, 0x80], 2), Some(false));
-        assert_eq!(contains(&[1, 0, 5], 6), None);
-        assert_eq!(contains(&[], 1), Some(false));
-    }
-
     proptest! {
         #[test]
         fn round_trip(mut ids in proptest::collection::vec(1i64..i64::MAX / 4, 0..50)) {
@@ -193,16 +157,6 @@ mod tests {
         #[test]
         fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(&bytes);
-        }
-
-        #[test]
-        fn membership_agrees_with_decoding(
-            bytes in proptest::collection::vec(any::<u8>(), 0..32),
-            id in 0i64..400,
-        ) {
-            if let Some(ids) = decode(&bytes) {
-                prop_assert_eq!(contains(&bytes, id), Some(ids.contains(&id)));
-            }
         }
     }
 }
