@@ -175,12 +175,7 @@ fn header_layout(line: &str) -> Option<Layout> {
     {
         return Some(Layout::Table(Separator::Tab, column));
     }
-    let words: Vec<&str> = line.split_whitespace().collect();
-    if words.first() == Some(&"Tag")
-        && (words.get(1..4) == Some(&["Type", "Allocs", "Frees"][..])
-            || words.get(1..3) == Some(&["Allocs", "Used"][..])
-            || words.get(1..3) == Some(&["Allocs", "Bytes"][..]))
-    {
+    if crate::snapshot::capture_header(line).is_some() {
         return Some(Layout::Columns);
     }
     if line.contains(',') {
@@ -194,18 +189,13 @@ fn header_layout(line: &str) -> Option<Layout> {
 /// ` AfdA Nonp  ...` / ` AfdA     12  34 ...`: a space, the four tag characters, a space, then
 /// the numbers or the pool type.
 fn column_tag(line: &str) -> Option<Tag> {
-    let bytes = line.as_bytes();
-    if bytes.len() < 7 || bytes[0] != b' ' || bytes[5] != b' ' {
-        return None;
-    }
-    let rest = line.get(6..)?.trim_start();
+    let (tag, rest) = crate::snapshot::line_tag(line)?;
     let first = rest.split_whitespace().next()?;
     let numbers_follow = first.bytes().all(|b| b.is_ascii_digit());
     let pool_type = ["Nonp", "Paged", "Pagd", "Both", "NonP"].contains(&first);
-    if !(numbers_follow || pool_type) {
-        return None;
-    }
-    Some(Tag(bytes[1..5].try_into().ok()?)).filter(|t| t.is_printable())
+    (numbers_follow || pool_type)
+        .then_some(tag)
+        .filter(|t| t.is_printable())
 }
 
 fn csv_tag(line: &str, column: usize) -> Option<Tag> {

@@ -253,25 +253,10 @@ pub fn load(path: &Path) -> Result<(Snapshot, Vec<String>)> {
 
 /// Reads the bytes of a snapshot file: [`parse`] over their text.
 pub fn parse_bytes(data: &[u8]) -> std::result::Result<Parsed, String> {
-    parse(&decode(data))
-}
-
-/// The file's text: UTF-16 when it starts with a byte-order mark (PowerShell's `>` and WinDbg's
-/// `.logopen /u` write it), else UTF-8 with invalid bytes replaced.
-fn decode(data: &[u8]) -> String {
-    let utf16 = |bytes: &[u8], from: fn([u8; 2]) -> u16| {
-        let units: Vec<u16> = bytes
-            .chunks_exact(2)
-            .map(|pair| from([pair[0], pair[1]]))
-            .collect();
-        String::from_utf16_lossy(&units)
-    };
-    match data {
-        [0xff, 0xfe, rest @ ..] => utf16(rest, u16::from_le_bytes),
-        [0xfe, 0xff, rest @ ..] => utf16(rest, u16::from_be_bytes),
-        [0xef, 0xbb, 0xbf, rest @ ..] => String::from_utf8_lossy(rest).into_owned(),
-        _ => String::from_utf8_lossy(data).into_owned(),
-    }
+    // UTF-16 when it starts with a byte-order mark (PowerShell's `>` and WinDbg's `.logopen /u`
+    // write it), else UTF-8 with invalid bytes replaced.
+    let (_, text) = crate::text::decode(data);
+    parse(&String::from_utf8_lossy(&text))
 }
 
 /// Reads the text of a snapshot file, telling its kind from the content: JSON is a saved
@@ -284,6 +269,33 @@ pub fn parse(text: &str) -> std::result::Result<Parsed, String> {
         });
     }
     parse_capture(text)
+}
+
+/// The header line of a capture table, by its words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureHeader {
+    /// ` Tag  Type  Allocs  Frees  Diff  Bytes  Per Alloc` (PoolMon's screen and `/n` log).
+    PoolMon,
+    /// ` Tag  Allocs  Used  Allocs  Used` (WinDbg `!poolused`; `Bytes` for `Used` in some
+    /// versions).
+    PoolUsed,
+}
+
+/// The kind of capture table whose header `line` is, if it is one.
+pub fn capture_header(line: &str) -> Option<CaptureHeader> {
+    let words: Vec<&str> = line.split_whitespace().take(4).collect();
+    if words.first() != Some(&"Tag") {
+        return None;
+    }
+    if words.get(1..4) == Some(&["Type", "Allocs", "Frees"][..]) {
+        Some(CaptureHeader::PoolMon)
+    } else if words.get(1..3) == Some(&["Allocs", "Used"][..])
+        || words.get(1..3) == Some(&["Allocs", "Bytes"][..])
+    {
+        Some(CaptureHeader::PoolUsed)
+    } else {
+        None
+    }
 }
 
 /// The table a capture line belongs to.
@@ -306,21 +318,15 @@ fn parse_capture(text: &str) -> std::result::Result<Parsed, String> {
     let mut first_pool = Pool::NonPaged;
     for (index, raw) in text.lines().enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() == Some(&"Tag") {
-            if words.get(1..4) == Some(&["Type", "Allocs", "Frees"][..]) {
-                table = Table::PoolMon;
-                headers += 1;
-                continue;
-            }
-            if words.get(1..3) == Some(&["Allocs", "Used"][..])
-                || words.get(1..3) == Some(&["Allocs", "Bytes"][..])
-            {
-                table = Table::PoolUsed(first_pool);
-                headers += 1;
-                continue;
-            }
+        if let Some(header) = capture_header(line) {
+            table = match header {
+                CaptureHeader::PoolMon => Table::PoolMon,
+                CaptureHeader::PoolUsed => Table::PoolUsed(first_pool),
+            };
+            headers += 1;
+            continue;
         }
+        let words: Vec<&str> = line.split_whitespace().collect();
         if let (Some(n), Some(p)) = (
             words.iter().position(|w| *w == "NonPaged"),
             words.iter().position(|w| *w == "Paged"),
@@ -357,8 +363,9 @@ fn parse_capture(text: &str) -> std::result::Result<Parsed, String> {
 /// `Some(Err)` for a tag line that cannot be read.
 type LineRead = Option<std::result::Result<(Tag, Vec<(Pool, Counters)>), String>>;
 
-/// The tag of a table line: a space, four characters, a space (`' Irp  Nonp ...'`).
-fn line_tag(line: &str) -> Option<(Tag, &str)> {
+/// The tag of a capture table line, and the rest of the line: a space, four characters, a space
+/// (`' Irp  Nonp ...'`).
+pub fn line_tag(line: &str) -> Option<(Tag, &str)> {
     let bytes = line.as_bytes();
     if bytes.len() < 7 || bytes[0] != b' ' || bytes[5] != b' ' {
         return None;
@@ -855,7 +862,7 @@ mod tests {
         for unit in POOLMON.encode_utf16() {
             data.extend_from_slice(&unit.to_le_bytes());
         }
-        assert_eq!(decode(&data), POOLMON);
+        assert_eq!(parse_bytes(&data), parse(POOLMON));
     }
 
     #[test]
