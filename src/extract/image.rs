@@ -4,7 +4,7 @@
 //! Everything borrows the file's bytes; every lookup is bounds-checked and answers `None` rather
 //! than guessing.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use object::LittleEndian as LE;
 
@@ -99,6 +99,12 @@ impl<'data> Image<'data> {
             let offset = rva.checked_sub(s.rva)? as usize;
             (offset < s.data.len()).then_some((s, offset))
         })
+    }
+
+    /// Whether the image calls a tag-taking API (an import, or its own export): if not, code
+    /// that holds no candidate tag cannot change what the analysis finds (see `x86::analyse`).
+    pub fn uses_pool_apis(&self) -> bool {
+        !self.exported_apis.is_empty() || self.imports.values().any(|i| pool_api(&i.name).is_some())
     }
 
     /// Up to `len` bytes of file data at `rva` (fewer at the end of a section).

@@ -20,7 +20,7 @@ pub mod tables;
 pub mod version;
 pub mod x86;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use crate::tag::Tag;
 use image::{Arch, Image, Section};
@@ -241,6 +241,17 @@ pub fn analyse(data: &[u8]) -> Findings {
 
 /// Analyses the code and data of a parsed image into `findings`.
 pub(crate) fn analyse_image(image: &Image, findings: &mut Findings) {
+    analyse_image_tracking(image, findings, image.uses_pool_apis());
+}
+
+/// [`analyse_image`], tracking every instruction of x86 code when `track_everything`, else only
+/// the regions that may need it (see `x86::analyse`): both find the same (a property test
+/// compares them), the second at a fraction of the cost in an image that calls no pool API.
+pub(crate) fn analyse_image_tracking(
+    image: &Image,
+    findings: &mut Findings,
+    track_everything: bool,
+) {
     // Names the image imports or exports: the commonest aligned text, never tags.
     let import_names: HashSet<&[u8]> = image
         .imports
@@ -273,8 +284,8 @@ pub(crate) fn analyse_image(image: &Image, findings: &mut Findings) {
     for &(section, code) in &code {
         let found = (&mut summaries, &mut references, &mut *findings);
         match image.arch {
-            Arch::X86 => x86::analyse(image, section, code, 32, found),
-            Arch::X64 => x86::analyse(image, section, code, 64, found),
+            Arch::X86 => x86::analyse(image, section, (code, 32, track_everything), found),
+            Arch::X64 => x86::analyse(image, section, (code, 64, track_everything), found),
             Arch::Arm64 => arm64::analyse(image, section, code, found),
             Arch::Other => {}
         }

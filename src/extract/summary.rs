@@ -15,7 +15,7 @@
 //!
 //! Arguments are numbered per architecture (each analyser says how).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::image::{Image, MAX_FUNCTION_STARTS};
 use super::{Findings, MAX_SITES};

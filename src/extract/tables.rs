@@ -11,7 +11,7 @@
 //! (or the next table), unless they spell a name the image imports or exports. Text right after
 //! the table's last element passes for more elements: nothing tells where the table ends.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use super::Findings;
 use super::image::Image;
@@ -80,7 +80,7 @@ mod tests {
     use super::*;
     use crate::extract::Evidence;
     use crate::extract::image::{Arch, Section};
-    use std::collections::HashMap;
+    use foldhash::HashMap;
 
     fn levels(rdata: &[u8], references: &[u32]) -> Vec<String> {
         let image = Image {
@@ -93,8 +93,8 @@ mod tests {
                 executable: false,
                 initialized_data: true,
             }],
-            imports: HashMap::new(),
-            exported_apis: HashMap::new(),
+            imports: HashMap::default(),
+            exported_apis: HashMap::default(),
             export_names: Vec::new(),
             function_starts: Vec::new(),
         };
@@ -105,7 +105,7 @@ mod tests {
         let mut findings = Findings::default();
         found.analyse(
             &image,
-            &HashSet::from([&b"ntoskrnl.exe"[..]]),
+            &HashSet::from_iter([&b"ntoskrnl.exe"[..]]),
             &mut findings,
         );
         let mut tags: Vec<String> = findings

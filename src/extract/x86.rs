@@ -29,7 +29,9 @@
 //! register, a memory slot), each argument holding a printable immediate is an `arg` site. Every
 //! 32-bit immediate (and both halves of a 64-bit one) is `code` evidence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic,
@@ -41,6 +43,7 @@ use super::apis::{PoolApi, UNTAGGED, X86TagPlace, pool_api};
 use super::image::{Image, Section};
 use super::summary::{Start, Summaries};
 use super::tables::References;
+use crate::tag::Tag;
 
 /// Call targets whose thunk check is remembered, at most: a section of calls to millions of
 /// distinct targets cannot grow the cache without bound (a check is cheap anyway).
@@ -328,12 +331,13 @@ struct Analysis<'a, 'data> {
 }
 
 /// Analyses `code`, the start of `section`, as `bitness`-bit code, into what the image's
-/// analysis collects: the summaries, the addresses the code takes, the findings.
+/// analysis collects: the summaries, the addresses the code takes, the findings. Every
+/// instruction is tracked when `track_everything` (needed where the image calls a pool API),
+/// else only the [`Region`]s that may need it.
 pub fn analyse(
     image: &Image,
     section: &Section,
-    code: &[u8],
-    bitness: u32,
+    (code, bitness, track_everything): (&[u8], u32, bool),
     (summaries, references, findings): (&mut Summaries, &mut References, &mut Findings),
 ) {
     let convention = if bitness == 64 { &X64 } else { &X86 };
@@ -354,21 +358,160 @@ pub fn analyse(
     let mut decoder = Decoder::with_ip(bitness, code, ip, DecoderOptions::NONE);
     let mut info = InstructionInfoFactory::new();
     let mut instruction = Instruction::default();
+    if track_everything {
+        while decoder.can_decode() {
+            decoder.decode_out(&mut instruction);
+            analysis.visit(&instruction, &mut info);
+        }
+        return;
+    }
+    let mut region = Region::default();
+    let mut cursor = analysis.cursor;
     while decoder.can_decode() {
+        let position = decoder.position();
         decoder.decode_out(&mut instruction);
-        if instruction.is_invalid() {
-            analysis.state.clear();
-            continue;
-        }
         let rva = analysis.rva(instruction.ip()).unwrap_or_default();
-        if !analysis.start(rva) {
-            analysis.join(rva);
+        let start = analysis.summaries.start_at(&mut cursor, rva);
+        if matches!(start, Some(Start::Declared | Start::Called)) {
+            analysis.finish(&mut region);
+            region = Region {
+                entry: Some(rva),
+                position,
+                ..Region::default()
+            };
         }
-        analysis.step(&instruction, &mut info);
+        if region.tracked {
+            analysis.visit(&instruction, &mut info);
+        } else if region.needs_tracking(&instruction, bitness) {
+            // Track the region from its start, decoded again up to here.
+            let ip = ip.wrapping_add(region.position as u64);
+            let held = &code[region.position..decoder.position()];
+            let mut again = Decoder::with_ip(bitness, held, ip, DecoderOptions::NONE);
+            while again.can_decode() {
+                analysis.visit(&again.decode(), &mut info);
+            }
+            region.tracked = true;
+            region.tables.clear();
+        } else if bitness == 32
+            && let Some(table) = analysis.table(&instruction)
+        {
+            region.tables.push(table);
+        }
+    }
+    analysis.finish(&mut region);
+}
+
+/// The code from one function start (declared or called, where the state is cleared) to the
+/// next, in an image that calls no tag-taking API. There, straight-line tracking only matters
+/// to a region holding a candidate tag as an immediate (a `code`, `arg` or `call`-through-a-
+/// wrapper site) or reading a table through an address it took (x64): a region is tracked from
+/// its start (decoded again) once one of its instructions shows it may; a region that never
+/// does is only entered, and its x86 tables (which need no tracking) recorded. In Wine's
+/// modules, 90% of the regions and more than half of the code need no tracking.
+#[derive(Default)]
+struct Region {
+    /// The function start the region begins at.
+    entry: Option<u32>,
+    /// Where the region begins in the code.
+    position: usize,
+    /// Registers (by number) that may hold an address taken with `lea reg, [rip+d]`: a copy
+    /// of one is followed, and any load once one was stored (x64 tables are read through one).
+    addresses: u16,
+    /// A register that may hold an address was stored to memory.
+    address_stored: bool,
+    /// The tables (x86) the region reads, recorded when it ends untracked.
+    tables: Vec<u32>,
+    /// The region is tracked.
+    tracked: bool,
+}
+
+impl Region {
+    /// Whether tracking `instruction` may find something: a printable immediate, or (x64) a
+    /// memory operand that may read a table through a taken address (see
+    /// [`Analysis::record_table`]: x86 tables need no tracking).
+    fn needs_tracking(&mut self, instruction: &Instruction, bitness: u32) -> bool {
+        if immediates(instruction).any(|value| Tag::from_value(value).is_printable()) {
+            return true;
+        }
+        if bitness == 32 {
+            return false;
+        }
+        let holds = |addresses: u16, register: Register| {
+            gpr_index(register).is_some_and(|i| addresses & (1 << i) != 0)
+        };
+        let index = instruction.memory_index();
+        if index != Register::None
+            && instruction.memory_size().size() == 4
+            && (holds(self.addresses, instruction.memory_base())
+                || (instruction.memory_index_scale() == 1 && holds(self.addresses, index)))
+        {
+            return true;
+        }
+        let (to, from) = match instruction.mnemonic() {
+            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => (0, None),
+            Mnemonic::Mov => (0, Some(1)),
+            // To the stack.
+            Mnemonic::Push => (u32::MAX, Some(0)),
+            _ => return false,
+        };
+        // Only stack slots hold a value (see [`Analysis::stack_slot`]).
+        let on_stack = instruction.memory_index() == Register::None
+            && matches!(
+                instruction.memory_base().full_register(),
+                Register::RSP | Register::RBP
+            );
+        let carries = match from.map(|n| instruction.op_kind(n)) {
+            None => true,
+            Some(OpKind::Register) => {
+                holds(self.addresses, instruction.op_register(from.unwrap_or(0)))
+            }
+            Some(OpKind::Memory) => self.address_stored && on_stack,
+            Some(_) => false,
+        };
+        if carries {
+            match (to != u32::MAX).then(|| instruction.op0_kind()) {
+                Some(OpKind::Register) => {
+                    if let Some(i) = gpr_index(instruction.op0_register()) {
+                        self.addresses |= 1 << i;
+                    }
+                }
+                Some(OpKind::Memory) if !on_stack => {}
+                _ => self.address_stored = true,
+            }
+        }
+        false
     }
 }
 
 impl Analysis<'_, '_> {
+    /// Tracks one instruction of the linear pass.
+    fn visit(&mut self, instruction: &Instruction, info: &mut InstructionInfoFactory) {
+        if instruction.is_invalid() {
+            self.state.clear();
+            return;
+        }
+        let rva = self.rva(instruction.ip()).unwrap_or_default();
+        if !self.start(rva) {
+            self.join(rva);
+        }
+        self.step(instruction, info);
+    }
+
+    /// Ends `region`: one that needed no tracking only enters its function and reads its
+    /// tables, which is all tracking it would have left behind (the next region starts with a
+    /// cleared state).
+    fn finish(&mut self, region: &mut Region) {
+        if region.tracked {
+            return;
+        }
+        if let Some(entry) = region.entry {
+            self.summaries.enter(entry);
+        }
+        for &table in &region.tables {
+            self.references.add(table);
+        }
+    }
+
     fn rva(&self, va: u64) -> Option<u32> {
         self.image.rva_of_va(va)
     }
@@ -376,7 +519,12 @@ impl Analysis<'_, '_> {
     /// Before the instruction at `rva`: what the branches to it agreed on fills in what
     /// straight-line code does not know; targets left behind are forgotten.
     fn join(&mut self, rva: u32) {
-        if self.pending.is_empty() {
+        // Most instructions are no branch target: one look at the nearest.
+        if self
+            .pending
+            .first_key_value()
+            .is_none_or(|(&next, _)| next > rva)
+        {
             return;
         }
         if let Some(saved) = self.pending.remove(&rva) {
@@ -482,18 +630,8 @@ impl Analysis<'_, '_> {
 
     /// `code` evidence: every 32-bit immediate, both halves of a 64-bit one.
     fn record_immediates(&mut self, instruction: &Instruction) {
-        for operand in 0..instruction.op_count() {
-            match instruction.op_kind(operand) {
-                OpKind::Immediate32 | OpKind::Immediate32to64 => {
-                    self.findings.code(instruction.immediate(operand) as u32);
-                }
-                OpKind::Immediate64 => {
-                    let value = instruction.immediate(operand);
-                    self.findings.code(value as u32);
-                    self.findings.code((value >> 32) as u32);
-                }
-                _ => {}
-            }
+        for value in immediates(instruction) {
+            self.findings.code(value);
         }
     }
 
@@ -501,12 +639,19 @@ impl Analysis<'_, '_> {
     /// load from `[base+index*k+d]` where the base, or the unscaled index (gcc -O0 scales the
     /// other register itself), holds an address taken with `lea reg, [rip+...]`.
     fn record_table(&mut self, instruction: &Instruction) {
+        if let Some(rva) = self.table(instruction) {
+            self.references.add(rva);
+        }
+    }
+
+    /// The table `instruction` reads, if it reads one (see [`Analysis::record_table`]).
+    fn table(&self, instruction: &Instruction) -> Option<u32> {
         let index = instruction.memory_index();
         if index == Register::None {
-            return;
+            return None;
         }
         let scale = instruction.memory_index_scale();
-        let table = match (self.convention.bitness, instruction.memory_base()) {
+        match (self.convention.bitness, instruction.memory_base()) {
             (32, Register::None) if scale == 4 => {
                 self.rva(u64::from(instruction.memory_displacement32()))
             }
@@ -520,9 +665,6 @@ impl Analysis<'_, '_> {
                 address.and_then(|rva| u32::try_from(i64::from(rva) + displacement).ok())
             }
             _ => None,
-        };
-        if let Some(rva) = table {
-            self.references.add(rva);
         }
     }
 
@@ -915,6 +1057,23 @@ impl Analysis<'_, '_> {
         }
         true
     }
+}
+
+/// The 32-bit immediates of an instruction, both halves of a 64-bit one.
+fn immediates(instruction: &Instruction) -> impl Iterator<Item = u32> + '_ {
+    (0..instruction.op_count()).flat_map(move |operand| {
+        let halves = match instruction.op_kind(operand) {
+            OpKind::Immediate32 | OpKind::Immediate32to64 => {
+                [Some(instruction.immediate(operand) as u32), None]
+            }
+            OpKind::Immediate64 => {
+                let value = instruction.immediate(operand);
+                [Some(value as u32), Some((value >> 32) as u32)]
+            }
+            _ => [None, None],
+        };
+        halves.into_iter().flatten()
+    })
 }
 
 fn is_immediate(kind: OpKind) -> bool {
@@ -1327,6 +1486,33 @@ mod tests {
     }
 
     #[test]
+    fn a_table_read_through_an_address_kept_on_the_stack_is_data() {
+        // gcc -O0, in an image that calls no pool API (only the regions that may need it are
+        // tracked): lea rdx, [rip+table]; mov [rsp+0x20], rdx; mov rcx, [rsp+0x20];
+        // mov eax, [rcx+rax*4]. The copy from one register to another keeps it too.
+        let rdata = b"Hello, world!\0abTb01Tb02\0\0\0\0".to_vec();
+        for through_stack in [true, false] {
+            let mut p = Program::new(64);
+            let lea = (RDATA + 0x10 - (TEXT + 7)).to_le_bytes();
+            p.asm
+                .db(&[0x48, 0x8D, 0x15, lea[0], lea[1], lea[2], lea[3]])
+                .unwrap();
+            if through_stack {
+                p.asm.mov(qword_ptr(rsp + 0x20), rdx).unwrap();
+                p.asm.mov(rcx, qword_ptr(rsp + 0x20)).unwrap();
+            } else {
+                p.asm.mov(rcx, rdx).unwrap();
+            }
+            p.asm.mov(eax, dword_ptr(rcx + rax * 4)).unwrap();
+            p.asm.ret().unwrap();
+            p.rdata = rdata.clone();
+            let f = p.run();
+            assert_eq!(level(&f, "Tb01"), Some(Evidence::Data), "{through_stack}");
+            assert_eq!(level(&f, "Tb02"), Some(Evidence::Data), "{through_stack}");
+        }
+    }
+
+    #[test]
     fn a_fourcc_passed_to_a_function_that_keeps_it_is_code() {
         let mut p = Program::new(64);
         let mut trace = p.asm.create_label();
@@ -1474,5 +1660,173 @@ mod tests {
         // Both calls: the straight line, and the error path from the je.
         assert_eq!(f.sites.len(), 2);
         assert_eq!(sites(&f)[0], call("Mg01", ALLOC, 0));
+    }
+
+    /// Tracking only the regions that may need it finds exactly what tracking everything finds,
+    /// on code made of the forms that matter (taken addresses, table reads, stack spills,
+    /// printable and other immediates, calls, jumps, returns) mixed with random bytes.
+    mod regions {
+        use super::*;
+        use crate::extract::analyse_image_tracking;
+        use proptest::prelude::*;
+
+        const BASE32: u64 = 0x6100_0000;
+        const BASE64: u64 = 0x1_4000_0000;
+
+        /// One piece of code: a form the analysis cares about, or random bytes (rarer).
+        fn piece(bitness: u32) -> impl Strategy<Value = Vec<u8>> {
+            // Mostly into .rdata, which lies before .text.
+            let near = 0u32..0x1400;
+            let printable = || proptest::array::uniform4(0x20u8..0x7f);
+            let absolute = near.prop_map(move |rva| (BASE32 as u32 + rva).to_le_bytes().to_vec());
+            let relative = || (-0x1800i32..0x400).prop_map(|d| d.to_le_bytes().to_vec());
+            let with = |prefix: &'static [u8], operand: BoxedStrategy<Vec<u8>>| {
+                operand.prop_map(move |o| [prefix, &o].concat()).boxed()
+            };
+            let fixed = |bytes: &'static [u8]| Just(bytes.to_vec()).boxed();
+            let rare: Vec<BoxedStrategy<Vec<u8>>> = vec![
+                proptest::collection::vec(any::<u8>(), 1..8).boxed(),
+                with(&[0xB9], printable().prop_map(Vec::from).boxed()),
+                with(&[0x68], printable().prop_map(Vec::from).boxed()),
+                with(
+                    &[0xC7, 0x44, 0x24, 0x08],
+                    printable().prop_map(Vec::from).boxed(),
+                ),
+            ];
+            let mut common: Vec<BoxedStrategy<Vec<u8>>> = vec![
+                with(&[0xE8], relative().boxed()),
+                with(&[0xE9], relative().boxed()),
+                (0u8..0x40).prop_map(|d| vec![0xEB, d]).boxed(),
+                (0u8..0x40).prop_map(|d| vec![0x74, d]).boxed(),
+                fixed(&[0xC3]),
+                fixed(&[0x55]),
+                fixed(&[0xC9]),
+                fixed(&[0x50]),
+                fixed(&[0x8B, 0x04, 0x90]),
+                fixed(&[0x8B, 0x04, 0x10]),
+                fixed(&[0x89, 0x44, 0x24, 0x10]),
+                fixed(&[0x8B, 0x54, 0x24, 0x10]),
+            ];
+            if bitness == 64 {
+                common.extend([
+                    with(&[0x48, 0x8D, 0x05], relative().boxed()),
+                    with(&[0x48, 0x8D, 0x15], relative().boxed()),
+                    with(&[0xFF, 0x15], relative().boxed()),
+                    fixed(&[0x48, 0x63, 0x04, 0x82]),
+                    fixed(&[0x8B, 0x04, 0x02]),
+                    fixed(&[0x48, 0x89, 0xC1]),
+                    fixed(&[0x48, 0x89, 0xD1]),
+                    fixed(&[0x48, 0x89, 0xE5]),
+                    fixed(&[0x48, 0x89, 0x54, 0x24, 0x20]),
+                    fixed(&[0x48, 0x8B, 0x4C, 0x24, 0x20]),
+                    fixed(&[0x8B, 0x04, 0x81]),
+                    fixed(&[0x48, 0x83, 0xEC, 0x28]),
+                ]);
+            } else {
+                common.extend([
+                    with(&[0x8B, 0x04, 0x85], absolute.clone().boxed()),
+                    with(&[0xFF, 0x24, 0x85], absolute.clone().boxed()),
+                    with(&[0xFF, 0x15], absolute.clone().boxed()),
+                    with(&[0xA1], absolute.clone().boxed()),
+                    with(&[0x68], absolute.boxed()),
+                    fixed(&[0x89, 0xE5]),
+                    fixed(&[0x83, 0xEC, 0x10]),
+                ]);
+            }
+            let weighted = rare
+                .into_iter()
+                .map(|s| (1, s))
+                .chain(common.into_iter().map(|s| (8, s)));
+            proptest::strategy::Union::new_weighted(weighted.collect())
+        }
+
+        fn findings(
+            image: &Image,
+            track_everything: bool,
+        ) -> (Vec<(Tag, Evidence)>, Vec<crate::extract::Site>) {
+            let mut findings = Findings::default();
+            analyse_image_tracking(image, &mut findings, track_everything);
+            let mut levels: Vec<(Tag, Evidence)> = findings.levels.into_iter().collect();
+            levels.sort();
+            (levels, findings.sites)
+        }
+
+        /// Analyses the pieces, those marked as declared function starts, both ways.
+        fn same_either_way(bitness: u32, pieces: Vec<(Vec<u8>, bool)>) {
+            let mut code = Vec::new();
+            let mut declared = Vec::new();
+            for (piece, starts) in pieces {
+                if starts {
+                    declared.push(code.len());
+                }
+                code.extend(piece);
+            }
+            // One printable run that ends off a word boundary: no `data` of its own, only the
+            // tables the code reads in it.
+            let rdata: Vec<u8> = (0..0xE01u32).map(|i| b'A' + (i * 7 % 26) as u8).collect();
+            let imports = (0..16u32)
+                .map(|i| {
+                    let name = ["KeWaitForSingleObject", "RtlCopyMemory", "memcpy"][i as usize % 3];
+                    let import = Import {
+                        module: "ntoskrnl.exe".into(),
+                        name: name.into(),
+                    };
+                    (IDATA + 8 * i, import)
+                })
+                .collect();
+            let mut function_starts: Vec<u32> = declared.iter().map(|&n| TEXT + n as u32).collect();
+            function_starts.dedup();
+            let image = Image {
+                arch: if bitness == 64 { Arch::X64 } else { Arch::X86 },
+                image_base: if bitness == 64 { BASE64 } else { BASE32 },
+                sections: vec![
+                    Section {
+                        name: ".text".into(),
+                        rva: TEXT,
+                        data: &code,
+                        executable: true,
+                        initialized_data: false,
+                    },
+                    Section {
+                        name: ".idata".into(),
+                        rva: IDATA,
+                        data: &[0; 0x80],
+                        executable: false,
+                        initialized_data: false,
+                    },
+                    Section {
+                        name: ".rdata".into(),
+                        rva: 0x200,
+                        data: &rdata,
+                        executable: false,
+                        initialized_data: true,
+                    },
+                ],
+                imports,
+                exported_apis: HashMap::new(),
+                export_names: Vec::new(),
+                function_starts,
+            };
+            assert!(!image.uses_pool_apis());
+            assert_eq!(findings(&image, false), findings(&image, true));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn x64_regions_find_what_tracking_everything_finds(
+                pieces in proptest::collection::vec((piece(64), proptest::bool::weighted(0.1)), 0..400),
+            ) {
+                same_either_way(64, pieces);
+            }
+
+            #[test]
+            fn x86_regions_find_what_tracking_everything_finds(
+                pieces in proptest::collection::vec((piece(32), proptest::bool::weighted(0.1)), 0..400),
+            ) {
+                same_either_way(32, pieces);
+            }
+        }
     }
 }
