@@ -33,13 +33,12 @@
 //! w0..w7 holding one is an `arg` site. Every 32-bit value built by `MOVZ`/`MOVK`, loaded from a
 //! literal or derived with an immediate is `code` evidence (both halves of a 64-bit one).
 
-use std::collections::BTreeMap;
-
 use foldhash::{HashMap, HashMapExt};
 
 use super::Findings;
 use super::apis::{PoolApi, UNTAGGED, pool_api};
 use super::image::{Image, Section};
+use super::pending::Pending;
 use super::summary::{Start, Summaries};
 use super::tables::References;
 
@@ -308,7 +307,7 @@ struct Analysis<'a, 'data> {
     summaries: &'a mut Summaries,
     references: &'a mut References,
     /// The state at forward branches, by target offset in the section.
-    pending: BTreeMap<usize, Box<Registers>>,
+    pending: Pending<usize, Box<Registers>>,
     /// Call targets already checked for being `ADRP; LDR; BR` thunks: the IAT slot.
     thunks: HashMap<u32, Option<u32>>,
     findings: &'a mut Findings,
@@ -331,7 +330,7 @@ pub fn analyse(
         cursor: summaries.first_start(section.rva),
         summaries,
         references,
-        pending: BTreeMap::new(),
+        pending: Pending::default(),
         thunks: HashMap::new(),
         findings,
     };
@@ -358,26 +357,12 @@ impl Analysis<'_, '_> {
     /// Before the instruction at `offset`: a register straight-line code knows nothing about
     /// takes the value the branches to `offset` agreed on; targets left behind are forgotten.
     fn join(&mut self, offset: usize) {
-        // Most instructions are no branch target: one look at the nearest.
-        if self
-            .pending
-            .first_key_value()
-            .is_none_or(|(&next, _)| next > offset)
-        {
-            return;
-        }
-        if let Some(saved) = self.pending.remove(&offset) {
+        if let Some(saved) = self.pending.take(offset) {
             for (current, saved) in self.registers.iter_mut().zip(*saved) {
                 if *current == Value::Unknown {
                     *current = saved;
                 }
             }
-        }
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() >= offset {
-                break;
-            }
-            entry.remove();
         }
     }
 

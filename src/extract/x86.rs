@@ -29,8 +29,6 @@
 //! register, a memory slot), each argument holding a printable immediate is an `arg` site. Every
 //! 32-bit immediate (and both halves of a 64-bit one) is `code` evidence.
 
-use std::collections::BTreeMap;
-
 use foldhash::{HashMap, HashMapExt};
 
 use iced_x86::{
@@ -41,6 +39,7 @@ use iced_x86::{
 use super::Findings;
 use super::apis::{PoolApi, UNTAGGED, X86TagPlace, pool_api};
 use super::image::{Image, Section};
+use super::pending::Pending;
 use super::summary::{Start, Summaries};
 use super::tables::References;
 use crate::tag::Tag;
@@ -322,7 +321,7 @@ struct Analysis<'a, 'data> {
     /// The next function start of the linear pass (see [`Summaries::start_at`]).
     cursor: usize,
     /// The state at forward branches, by target RVA.
-    pending: BTreeMap<u32, State>,
+    pending: Pending<u32, State>,
     /// Call targets already checked for being `jmp [IAT]` thunks.
     thunks: HashMap<u32, Option<u32>>,
     summaries: &'a mut Summaries,
@@ -348,7 +347,7 @@ pub fn analyse(
         state: State::new(),
         function: None,
         cursor: summaries.first_start(section.rva),
-        pending: BTreeMap::new(),
+        pending: Pending::default(),
         thunks: HashMap::new(),
         summaries,
         references,
@@ -519,22 +518,8 @@ impl Analysis<'_, '_> {
     /// Before the instruction at `rva`: what the branches to it agreed on fills in what
     /// straight-line code does not know; targets left behind are forgotten.
     fn join(&mut self, rva: u32) {
-        // Most instructions are no branch target: one look at the nearest.
-        if self
-            .pending
-            .first_key_value()
-            .is_none_or(|(&next, _)| next > rva)
-        {
-            return;
-        }
-        if let Some(saved) = self.pending.remove(&rva) {
+        if let Some(saved) = self.pending.take(rva) {
             self.state.join(&saved);
-        }
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() >= rva {
-                break;
-            }
-            entry.remove();
         }
     }
 
