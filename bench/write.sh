@@ -12,7 +12,8 @@
 #     (CPU / wall says how busy both cores are), peak RSS, and the database size;
 #   - the bytes of executable sections in the corpus (every PE section with CNT_CODE or
 #     MEM_EXECUTE), and the code analysis rate: those bytes per CPU-second that code analysis
-#     adds over `--bytes-only`;
+#     (and the writer storing its evidence) adds over `--bytes-only`, and the rate of the
+#     analysis alone on one core (`cargo bench --bench extract`, files read beforehand);
 #   - re-index costs against the full index: nothing changed; one new driver; one changed
 #     driver; one removed driver (each from a copy of the full database, on a tree of hard links
 #     to the corpus in the scratch folder, so that the corpus itself is never touched).
@@ -106,6 +107,8 @@ read -r changed_wall _ < <(again)
 rm "$victim"
 read -r removed_wall _ < <(again)
 cp "$scratch/victim" "$victim"
+log "the code analysis alone, on one core: cargo bench --bench extract"
+extract_lines=$(cd "$repo" && cargo bench -q --bench extract -- "$corpus" 2>/dev/null | tail -n +2)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 section=$(python3 - <<PY
@@ -115,6 +118,13 @@ grep, full, bytes_only = float("$grep_wall"), float("$full_wall"), float("$bytes
 full_cpu, bytes_cpu = float("$full_user") + float("$full_sys"), float("$bytes_user") + float("$bytes_sys")
 code = int("$code_bytes")
 rate = code / max(full_cpu - bytes_cpu, 1e-9) / 1e6
+def analysis_row():
+    # "x64   1443 files   107.5 MB   1.259 s   85.4 MB/s (315 sites)", one line per architecture.
+    parts = [line.split() for line in '''$extract_lines'''.splitlines() if line.strip()]
+    mb, seconds = sum(float(p[3]) for p in parts), sum(float(p[5]) for p in parts)
+    each = ", ".join(f"{p[0]} {p[7]}" for p in parts)
+    total = mb / max(seconds, 1e-9)
+    return ("code analysis alone, one core (\`cargo bench --bench extract\`, best of 3): executable MB/s", f"{total:.0f} MB/s ({each})", ">= 100 MB/s per core", "yes" if total >= 100 else "no")
 rows = [
     ("corpus", f"{int('$corpus_bytes') / 1e9:.2f} GB, $(find "$corpus" -type f | wc -l) files; executable sections {code / 1e6:.0f} MB", "", ""),
     ("one \`grep -rlF\` pass (absent tag)", f"{grep:.2f} s", "", ""),
@@ -122,7 +132,8 @@ rows = [
     ("\`index --full\` / grep passes", f"{r(full, grep):.1f}", "<= 4", "yes" if r(full, grep) <= 4 else "no"),
     ("CPU time / wall time during the index", f"{r(full_cpu, full):.2f}", ">= 1.8", "yes" if r(full_cpu, full) >= 1.8 else "no"),
     ("\`index --full --bytes-only\`, wall / CPU", f"{bytes_only:.2f} s / {bytes_cpu:.2f} s ({r(bytes_only, grep):.1f} grep passes)", "", ""),
-    ("code analysis: executable bytes per CPU-second it adds", f"{rate:.0f} MB/s", ">= 100 MB/s per core", "yes" if rate >= 100 else "no"),
+    ("code analysis and storing its evidence: executable bytes per CPU-second added to \`--bytes-only\`", f"{rate:.0f} MB/s", ">= 100 MB/s per core", "yes" if rate >= 100 else "no"),
+    analysis_row(),
     ("\`index\` peak RSS (with code / bytes-only)", f"{int('$full_rss') / 1e3:.0f} MB / {int('$bytes_rss') / 1e3:.0f} MB", "<= 300 MB", "yes" if int("$full_rss") <= 300e3 else "no"),
     ("database / corpus bytes", f"{int('$db_size') / 1e6:.1f} MB, {100 * int('$db_size') / int('$corpus_bytes'):.1f}%", "<= 10%", "yes" if int("$db_size") <= 0.1 * int("$corpus_bytes") else "no"),
     ("re-index, nothing changed", f"{float('$same_wall'):.2f} s, {100 * r('$same_wall', full):.1f}% of a full index", "<= 2%", "yes" if r("$same_wall", full) <= 0.02 else "no"),
