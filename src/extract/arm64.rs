@@ -340,8 +340,8 @@ pub fn analyse(
             analysis.join(offset);
         }
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        let element = analysis.table_load(word);
         let access = access(word);
+        let element = analysis.table_load(word, access);
         let stored = access.filter(|a| !a.load).map(|a| analysis.stored(a));
         analysis.step(decode(word), offset);
         if let Some(access) = access {
@@ -403,11 +403,11 @@ impl Analysis<'_, '_> {
     /// element's address, then `LDR Wt, [Xd, #offset]` (clang), the table at the address plus
     /// the offset. Called before the instruction's own effect; returns the value an `ADD` of
     /// the second form gives its destination.
-    fn table_load(&mut self, word: u32) -> Option<(u8, Value)> {
+    fn table_load(&mut self, word: u32, access: Option<Access>) -> Option<(u8, Value)> {
         let indexed = word & 0xFFE0_1C00 == 0xB860_1800;
         let element = word & 0xFFE0_FC00 == 0x8B00_0800 || word & 0xFFE0_FC00 == 0x8B20_4800;
         let offset_load =
-            access(word).filter(|a| a.load && a.size == 4 && a.rt2.is_none() && a.writeback == 0);
+            access.filter(|a| a.load && a.size == 4 && a.rt2.is_none() && a.writeback == 0);
         let table = match (self.register(reg(word, 5)), offset_load) {
             (Value::Address(va), _) if indexed => Some(va),
             (Value::Element(va), Some(a)) => Some(va.wrapping_add(a.offset as u64)),
