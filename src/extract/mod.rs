@@ -40,11 +40,13 @@ pub const MAX_SITES: usize = 1 << 18;
 
 /// The version of the analysis: raised whenever a change to extraction can change what is found
 /// in a binary, so that an incremental index (and a merge) analyses again what an older pooltag
-/// analysed. Stored with every content as part of its [`Analysis`] fingerprint.
-pub const ANALYSIS_VERSION: u32 = 2;
+/// analysed. Stored with every content as part of its [`Analysis`] fingerprint. 3: a multi-byte
+/// `nop [reg+reg*1]` no longer counts as reading a table (2 found a few `data` tags in strings
+/// that way).
+pub const ANALYSIS_VERSION: u32 = 3;
 
 /// Which analysis produced a content's evidence: pooltag's analysis version and whether code and
-/// data were analysed (`--bytes-only` says not). Stored as text, `2:code` or `2:bytes`; a
+/// data were analysed (`--bytes-only` says not). Stored as text, `3:code` or `3:bytes`; a
 /// database written before fingerprints existed has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Analysis {

@@ -36,6 +36,24 @@ impl References {
         }
     }
 
+    /// Whether a reference to `rva` can change what [`References::analyse`] records: it starts
+    /// a table (an aligned printable word of initialized data), or, unaligned in initialized
+    /// data, may cut one short. Any other reference is skipped there, and cuts no table short
+    /// (an aligned non-printable word ends the table it lies in anyway).
+    pub fn may_matter(image: &Image, rva: u32) -> bool {
+        let Some((section, offset)) = image.section_at(rva) else {
+            return false;
+        };
+        if !section.initialized_data || section.executable {
+            return false;
+        }
+        !rva.is_multiple_of(4)
+            || section
+                .data
+                .get(offset..offset + 4)
+                .is_some_and(|word| word.iter().all(|&b| is_printable(b)))
+    }
+
     /// Records the elements of every referenced table in initialized data as `data` evidence,
     /// unless they spell one of `import_names`.
     pub fn analyse(

@@ -381,7 +381,7 @@ pub fn analyse(
         }
         if region.tracked {
             analysis.visit(&instruction, &mut info);
-        } else if region.needs_tracking(&instruction, bitness) {
+        } else if region.needs_tracking(&instruction, image, bitness) {
             // Track the region from its start, decoded again up to here.
             let ip = ip.wrapping_add(region.position as u64);
             let held = &code[region.position..decoder.position()];
@@ -400,6 +400,9 @@ pub fn analyse(
     analysis.finish(&mut region);
 }
 
+/// Addresses taken that a [`Region`] follows, at most: a region taking more is tracked.
+const MAX_TAKEN: usize = 64;
+
 /// The code from one function start (declared or called, where the state is cleared) to the
 /// next, in an image that calls no tag-taking API. There, straight-line tracking only matters
 /// to a region holding a candidate tag as an immediate (a `code`, `arg` or `call`-through-a-
@@ -413,11 +416,9 @@ struct Region {
     entry: Option<u32>,
     /// Where the region begins in the code.
     position: usize,
-    /// Registers (by number) that may hold an address taken with `lea reg, [rip+d]`: a copy
-    /// of one is followed, and any load once one was stored (x64 tables are read through one).
-    addresses: u16,
-    /// A register that may hold an address was stored to memory.
-    address_stored: bool,
+    /// The addresses taken with `lea reg, [rip+d]` (x64 tables are read through one), the
+    /// first [`MAX_TAKEN`] (a region taking more is tracked), each with where it may be.
+    taken: Vec<Taken>,
     /// The tables (x86) the region reads, recorded when it ends untracked.
     tables: Vec<u32>,
     /// The region is tracked.
@@ -428,58 +429,102 @@ impl Region {
     /// Whether tracking `instruction` may find something: a printable immediate, or (x64) a
     /// memory operand that may read a table through a taken address (see
     /// [`Analysis::record_table`]: x86 tables need no tracking).
-    fn needs_tracking(&mut self, instruction: &Instruction, bitness: u32) -> bool {
+    fn needs_tracking(&mut self, instruction: &Instruction, image: &Image, bitness: u32) -> bool {
         if immediates(instruction).any(|value| Tag::from_value(value).is_printable()) {
             return true;
         }
         if bitness == 32 {
             return false;
         }
-        let holds = |addresses: u16, register: Register| {
-            gpr_index(register).is_some_and(|i| addresses & (1 << i) != 0)
-        };
+        // A 4-byte load through a register that may hold a taken address, from a table that
+        // matters ([`References::may_matter`]).
         let index = instruction.memory_index();
         if index != Register::None
             && instruction.memory_size().size() == 4
-            && (holds(self.addresses, instruction.memory_base())
-                || (instruction.memory_index_scale() == 1 && holds(self.addresses, index)))
+            && instruction.mnemonic() != Mnemonic::Nop
         {
-            return true;
+            let scaled = instruction.memory_index_scale() != 1;
+            let through = register_bit(instruction.memory_base())
+                | if scaled { 0 } else { register_bit(index) };
+            let displacement = instruction.memory_displacement64() as i64;
+            let matters = |taken: &Taken| {
+                taken.registers & through != 0
+                    && u32::try_from(i64::from(taken.rva) + displacement)
+                        .is_ok_and(|rva| References::may_matter(image, rva))
+            };
+            if self.taken.iter().any(matters) {
+                return true;
+            }
         }
-        let (to, from) = match instruction.mnemonic() {
-            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => (0, None),
-            Mnemonic::Mov => (0, Some(1)),
-            // To the stack.
-            Mnemonic::Push => (u32::MAX, Some(0)),
-            _ => return false,
-        };
-        // Only stack slots hold a value (see [`Analysis::stack_slot`]).
-        let on_stack = instruction.memory_index() == Register::None
+        // Where each address may go: as the tracker moves values (see `track_mov`), from a
+        // register or a stack slot to a register or a stack slot.
+        let on_stack = index == Register::None
             && matches!(
                 instruction.memory_base().full_register(),
                 Register::RSP | Register::RBP
             );
-        let carries = match from.map(|n| instruction.op_kind(n)) {
-            None => true,
-            Some(OpKind::Register) => {
-                holds(self.addresses, instruction.op_register(from.unwrap_or(0)))
-            }
-            Some(OpKind::Memory) => self.address_stored && on_stack,
-            Some(_) => false,
-        };
-        if carries {
-            match (to != u32::MAX).then(|| instruction.op0_kind()) {
-                Some(OpKind::Register) => {
-                    if let Some(i) = gpr_index(instruction.op0_register()) {
-                        self.addresses |= 1 << i;
-                    }
+        let (source, destination) = match instruction.mnemonic() {
+            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
+                let registers = register_bit(instruction.op0_register());
+                let Some(rva) = image.rva_of_va(instruction.ip_rel_memory_address()) else {
+                    return false;
+                };
+                if let Some(taken) = self.taken.iter_mut().find(|taken| taken.rva == rva) {
+                    taken.registers |= registers;
+                    return false;
                 }
-                Some(OpKind::Memory) if !on_stack => {}
-                _ => self.address_stored = true,
+                if self.taken.len() == MAX_TAKEN {
+                    return true;
+                }
+                self.taken.push(Taken {
+                    rva,
+                    registers,
+                    stored: false,
+                });
+                return false;
+            }
+            Mnemonic::Mov => (1, Some(0)),
+            Mnemonic::Push => (0, None),
+            _ => return false,
+        };
+        let from = match instruction.op_kind(source) {
+            OpKind::Register => Some(register_bit(instruction.op_register(source))),
+            OpKind::Memory if on_stack => None,
+            _ => return false,
+        };
+        let to = match destination.map(|n| instruction.op_kind(n)) {
+            Some(OpKind::Register) => Some(register_bit(instruction.op0_register())),
+            Some(OpKind::Memory) if !on_stack => return false,
+            None | Some(OpKind::Memory) => None,
+            Some(_) => return false,
+        };
+        for taken in &mut self.taken {
+            let held = match from {
+                Some(registers) => taken.registers & registers != 0,
+                None => taken.stored,
+            };
+            match to {
+                Some(registers) if held => taken.registers |= registers,
+                None if held => taken.stored = true,
+                _ => {}
             }
         }
         false
     }
+}
+
+/// An address a [`Region`] takes, and where it may be: the registers (bits by number) and
+/// whether in a stack slot. What may hold it only grows: a branch target may get back a value
+/// straight-line code overwrote.
+struct Taken {
+    rva: u32,
+    registers: u16,
+    stored: bool,
+}
+
+/// The bit of a general-purpose register (any width), none for any other.
+fn register_bit(register: Register) -> u16 {
+    gpr_index(register).map_or(0, |i| 1 << i)
 }
 
 impl Analysis<'_, '_> {
@@ -632,7 +677,8 @@ impl Analysis<'_, '_> {
     /// The table `instruction` reads, if it reads one (see [`Analysis::record_table`]).
     fn table(&self, instruction: &Instruction) -> Option<u32> {
         let index = instruction.memory_index();
-        if index == Register::None {
+        // A multi-byte `nop [rax+rax*1]` (padding) reads nothing.
+        if index == Register::None || instruction.mnemonic() == Mnemonic::Nop {
             return None;
         }
         let scale = instruction.memory_index_scale();
@@ -1494,6 +1540,34 @@ mod tests {
             let f = p.run();
             assert_eq!(level(&f, "Tb01"), Some(Evidence::Data), "{through_stack}");
             assert_eq!(level(&f, "Tb02"), Some(Evidence::Data), "{through_stack}");
+        }
+    }
+
+    #[test]
+    fn a_padding_nop_through_a_taken_address_reads_no_table() {
+        // lea rax, [rip+text]; nop dword [rax+rax*1+0]; mov edx, [rax+rcx*4]: only the last
+        // reads, and without it the text is no table. With and without an import of a pool
+        // API (everything tracked, or only the regions that may need it).
+        let rdata = b"\0\0\0\0MN_QUERY_X\0\0\0\0\0\0".to_vec();
+        for (read, pool_api) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut p = Program::new(64);
+            if pool_api {
+                p.import("ExAllocatePoolWithTag");
+            }
+            let lea = (RDATA + 4 - (TEXT + 7)).to_le_bytes();
+            p.asm
+                .db(&[0x48, 0x8D, 0x05, lea[0], lea[1], lea[2], lea[3]])
+                .unwrap();
+            p.asm.db(&[0x0F, 0x1F, 0x44, 0x00, 0x00]).unwrap();
+            if read {
+                p.asm.mov(edx, dword_ptr(rax + rcx * 4)).unwrap();
+            }
+            p.asm.ret().unwrap();
+            p.rdata = rdata.clone();
+            let f = p.run();
+            let expected = read.then_some(Evidence::Data);
+            assert_eq!(level(&f, "MN_Q"), expected, "{read} {pool_api}");
+            assert_eq!(level(&f, "UERY"), expected, "{read} {pool_api}");
         }
     }
 

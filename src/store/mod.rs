@@ -178,7 +178,7 @@ pub struct DatabaseInfo {
     pub runs: Vec<StoredRun>,
     pub files: i64,
     pub contents: i64,
-    /// Contents by the analysis that produced their evidence (`2:code`; empty text for none),
+    /// Contents by the analysis that produced their evidence (`3:code`; empty text for none),
     /// as (fingerprint, count).
     pub analyses: Vec<(String, i64)>,
     /// Files by the machine of their content, as (IMAGE_FILE_MACHINE_*, count).
