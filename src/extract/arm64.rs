@@ -41,6 +41,7 @@ use super::image::{Image, Section};
 use super::pending::Pending;
 use super::summary::{Start, Summaries};
 use super::tables::References;
+use crate::tag::Tag;
 
 /// Call targets whose thunk check is remembered, at most (a check is O(1) anyway).
 const MAX_THUNK_CACHE: usize = 1 << 16;
@@ -279,7 +280,7 @@ pub fn call_targets<'s>(
         .enumerate()
         .filter_map(move |(index, word)| {
             let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-            let (offset, start) = match decode(word) {
+            let (offset, start) = match branch_immediate(word)? {
                 Op::Bl { offset } => (offset, Start::Called),
                 // clang -O0 ends a block with a `b` to the next instruction: no function there.
                 Op::B { offset } if offset != 4 => (offset, Start::Jumped),
@@ -318,7 +319,7 @@ struct Analysis<'a, 'data> {
 pub fn analyse(
     image: &Image,
     section: &Section,
-    code: &[u8],
+    (code, track_everything): (&[u8], bool),
     (summaries, references, findings): (&mut Summaries, &mut References, &mut Findings),
 ) {
     let mut analysis = Analysis {
@@ -334,26 +335,328 @@ pub fn analyse(
         thunks: HashMap::new(),
         findings,
     };
-    for (index, word) in code.chunks_exact(4).enumerate() {
-        let offset = index * 4;
-        if !analysis.start(offset) {
-            analysis.join(offset);
+    let word_at = |offset: usize| {
+        u32::from_le_bytes([
+            code[offset],
+            code[offset + 1],
+            code[offset + 2],
+            code[offset + 3],
+        ])
+    };
+    let words = code.len() / 4;
+    if track_everything {
+        for offset in (0..words).map(|i| i * 4) {
+            analysis.visit(offset, word_at(offset));
         }
-        let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        let access = access(word);
-        let element = analysis.table_load(word, access);
-        let stored = access.filter(|a| !a.load).map(|a| analysis.stored(a));
-        analysis.step(decode(word), offset);
-        if let Some(access) = access {
-            analysis.track_stack(access, stored);
+        return;
+    }
+    let mut region = Region::default();
+    let mut cursor = analysis.cursor;
+    for offset in (0..words).map(|i| i * 4) {
+        let word = word_at(offset);
+        let rva = analysis.rva(offset);
+        let start = analysis.summaries.start_at(&mut cursor, rva);
+        if matches!(start, Some(Start::Declared | Start::Called)) {
+            analysis.finish(&region);
+            region = Region {
+                entry: Some(rva),
+                offset,
+                ..Region::default()
+            };
         }
-        if let Some((rd, value)) = element {
-            analysis.set(rd, value);
+        if region.tracked {
+            analysis.visit(offset, word);
+        } else if region.needs_tracking(word) {
+            for held in (region.offset..=offset).step_by(4) {
+                analysis.visit(held, word_at(held));
+            }
+            region.tracked = true;
+        }
+    }
+    analysis.finish(&region);
+}
+
+/// The code from one function start (declared or called, where the state is cleared) to the
+/// next, in an image that calls no tag-taking API: as for x86 (see `x86::Region`), it is
+/// tracked from its start once one of its instructions shows that tracking may find something,
+/// and only entered otherwise.
+///
+/// The pass follows the low 32 bits each register may hold ([`Possible`]): the region needs
+/// tracking where `MOVK`, `ADD`/`SUB` or a logical immediate may make a printable value, where a
+/// literal is loaded, or where a table is read (`LDR Wt, [Xn, Xm, LSL #2]` or its `ADD` form)
+/// after an address was taken. In Wine's ARM64 modules most regions build no printable value.
+#[derive(Default)]
+struct Region {
+    /// The function start the region begins at.
+    entry: Option<u32>,
+    /// Where the region begins in the code.
+    offset: usize,
+    /// What each register may hold.
+    registers: [Possible; 31],
+    /// What was stored through sp or x29 may hold.
+    stored: Possible,
+    /// An address was taken with `ADR`/`ADRP`.
+    address_taken: bool,
+    /// The region is tracked.
+    tracked: bool,
+}
+
+/// Values held at most by a [`Possible`] before it keeps only their bound.
+const MAX_POSSIBLE: usize = 8;
+/// The smallest low 32 bits a printable value may have (its top byte is 0x20 or more).
+const PRINTABLE_FROM: u64 = 0x2000_0000;
+
+/// The low 32 bits a register may hold in a region: every value assigned to it so far (a branch
+/// target may get back an earlier one, so this only grows). A register that holds no known bits
+/// is counted as holding 0, which is what `MOVK` builds on then (the tracker needs both halves
+/// known before a value counts: 0 only adds cases).
+#[derive(Clone, Copy, Debug, Default)]
+enum Possible {
+    /// These values, or 0.
+    Values([u32; MAX_POSSIBLE], usize),
+    /// Any value below this bound, or 0.
+    Below(u64),
+    #[default]
+    Zero,
+}
+
+impl Possible {
+    fn values(self) -> Option<impl Iterator<Item = u32>> {
+        match self {
+            Possible::Values(values, n) => Some(values.into_iter().take(n).chain([0])),
+            Possible::Zero => Some([0; MAX_POSSIBLE].into_iter().take(0).chain([0])),
+            Possible::Below(_) => None,
+        }
+    }
+
+    fn bound(self) -> u64 {
+        match self {
+            Possible::Values(values, n) => values[..n]
+                .iter()
+                .map(|&v| u64::from(v) + 1)
+                .max()
+                .unwrap_or(1),
+            Possible::Below(bound) => bound,
+            Possible::Zero => 1,
+        }
+    }
+
+    fn add(&mut self, value: u32) {
+        match self {
+            Possible::Zero if value == 0 => {}
+            Possible::Zero => {
+                let mut values = [0; MAX_POSSIBLE];
+                values[0] = value;
+                *self = Possible::Values(values, 1);
+            }
+            Possible::Values(values, n) => {
+                if value != 0 && !values[..*n].contains(&value) {
+                    if *n == MAX_POSSIBLE {
+                        *self = Possible::Below(self.bound().max(u64::from(value) + 1));
+                    } else {
+                        values[*n] = value;
+                        *n += 1;
+                    }
+                }
+            }
+            Possible::Below(bound) => *bound = (*bound).max(u64::from(value) + 1),
+        }
+    }
+
+    fn join(&mut self, other: Possible) {
+        match other.values() {
+            Some(values) => values.for_each(|v| self.add(v)),
+            None => *self = Possible::Below(self.bound().max(other.bound())),
         }
     }
 }
 
+impl Region {
+    /// Whether tracking `word` may find something (see [`Region`]).
+    fn needs_tracking(&mut self, word: u32) -> bool {
+        let table_form = word & 0xFFE0_1C00 == 0xB860_1800
+            || word & 0xFFE0_FC00 == 0x8B00_0800
+            || word & 0xFFE0_FC00 == 0x8B20_4800;
+        if self.address_taken && table_form {
+            return true;
+        }
+        if let Some(access) = access(word).filter(|a| a.rn == 31 || a.rn == 29) {
+            for r in [Some(access.rt), access.rt2].into_iter().flatten() {
+                if access.load {
+                    let stored = self.stored;
+                    if let Some(p) = self.register(r) {
+                        p.join(stored);
+                    }
+                } else {
+                    let value = self.get(r);
+                    self.stored.join(value);
+                }
+            }
+        }
+        let small = |bound: u64| Some(bound).filter(|&b| b <= PRINTABLE_FROM);
+        match decode(word) {
+            Op::MoveWide {
+                kind,
+                rd,
+                imm16,
+                shift,
+                ..
+            } => {
+                let imm = (u64::from(imm16) << shift) as u32;
+                match kind {
+                    Wide::Z => self.derive(rd, Possible::Zero, |_| imm, small),
+                    Wide::N => self.derive(rd, Possible::Zero, |_| !imm, small),
+                    // The upper half of a 64-bit register: may complete a printable high half.
+                    Wide::K if shift >= 32 => true,
+                    Wide::K => {
+                        let mask = !(0xFFFF_u32 << shift);
+                        let source = self.get(rd);
+                        // Whatever the other half, no printable value has this one.
+                        let never = !Tag::from_value(imm | (0x2020_2020 & mask)).is_printable();
+                        let bound = |b: u64| match never {
+                            true => Some(1 << 32),
+                            false => {
+                                small((((b - 1) & u64::from(mask)) | u64::from(imm) | 0xFFFF) + 1)
+                            }
+                        };
+                        self.derive(rd, source, |v| (v & mask) | imm, bound)
+                    }
+                }
+            }
+            Op::MoveRegister { rd, rm, .. } => {
+                let source = self.get(rm);
+                if let Some(p) = self.register(rd) {
+                    p.join(source);
+                }
+                false
+            }
+            // A compare writes no register.
+            Op::AddSub {
+                flags: true,
+                rd: 31,
+                ..
+            } => false,
+            // Register 31 is the stack pointer here: not tracked.
+            Op::AddSub { rn: 31, .. } => false,
+            Op::AddSub {
+                sub, rd, rn, imm, ..
+            } => {
+                let source = self.get(rn);
+                if sub {
+                    // Below zero it wraps to 0xFFxxxxxx: not printable, but large.
+                    let bound = |b: u64| small(b).map(|_| 1 << 32);
+                    self.derive(rd, source, |v| v.wrapping_sub(imm), bound)
+                } else {
+                    let bound = |b: u64| small(b + u64::from(imm));
+                    self.derive(rd, source, |v| v.wrapping_add(imm), bound)
+                }
+            }
+            Op::Logical {
+                x,
+                kind,
+                rd,
+                rn,
+                imm,
+            } => {
+                if x && Tag::from_value((imm >> 32) as u32).is_printable() {
+                    return true;
+                }
+                let source = self.get(rn);
+                let imm = imm as u32;
+                let either = |b: u64| {
+                    small(b)
+                        .and(small(u64::from(imm) + 1))
+                        .map(|_| PRINTABLE_FROM)
+                };
+                match kind {
+                    Logic::And | Logic::Ands => {
+                        let bound = |b: u64| small(b.min(u64::from(imm) + 1));
+                        self.derive(rd, source, |v| v & imm, bound)
+                    }
+                    Logic::Orr => self.derive(rd, source, |v| v | imm, either),
+                    Logic::Eor => self.derive(rd, source, |v| v ^ imm, either),
+                }
+            }
+            Op::LoadLiteral { .. } => true,
+            Op::Adr { .. } | Op::Adrp { .. } => {
+                self.address_taken = true;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Puts into `rd` what `f` makes of each value `source` may hold, or, when only a bound of
+    /// those is known, the bound `bound` gives; true when a result may be printable (`bound`
+    /// answers `None`).
+    fn derive(
+        &mut self,
+        rd: u8,
+        source: Possible,
+        f: impl Fn(u32) -> u32,
+        bound: impl Fn(u64) -> Option<u64>,
+    ) -> bool {
+        let results = match source.values() {
+            Some(values) => {
+                let mut results = Possible::Zero;
+                for value in values {
+                    let result = f(value);
+                    if Tag::from_value(result).is_printable() {
+                        return true;
+                    }
+                    results.add(result);
+                }
+                results
+            }
+            None => match bound(source.bound()) {
+                Some(bound) => Possible::Below(bound),
+                None => return true,
+            },
+        };
+        if let Some(p) = self.register(rd) {
+            p.join(results);
+        }
+        false
+    }
+
+    /// What register `r` may hold; 31 is the zero register here.
+    fn get(&self, r: u8) -> Possible {
+        self.registers
+            .get(usize::from(r))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn register(&mut self, r: u8) -> Option<&mut Possible> {
+        self.registers.get_mut(usize::from(r))
+    }
+}
+
 impl Analysis<'_, '_> {
+    /// Tracks the word at `offset` of the linear pass.
+    fn visit(&mut self, offset: usize, word: u32) {
+        if !self.start(offset) {
+            self.join(offset);
+        }
+        let access = access(word);
+        let element = self.table_load(word, access);
+        let stored = access.filter(|a| !a.load).map(|a| self.stored(a));
+        self.step(decode(word), offset);
+        if let Some(access) = access {
+            self.track_stack(access, stored);
+        }
+        if let Some((rd, value)) = element {
+            self.set(rd, value);
+        }
+    }
+
+    /// Ends `region`: one that needed no tracking only enters its function.
+    fn finish(&mut self, region: &Region) {
+        if let (false, Some(entry)) = (region.tracked, region.entry) {
+            self.summaries.enter(entry);
+        }
+    }
+
     /// Before the instruction at `offset`: a register straight-line code knows nothing about
     /// takes the value the branches to `offset` agreed on; targets left behind are forgotten.
     fn join(&mut self, offset: usize) {
@@ -959,6 +1262,16 @@ enum Op {
     Other { writes: u32 },
 }
 
+/// `B` or `BL` with its offset: the one test the scan for call targets needs of every word.
+fn branch_immediate(word: u32) -> Option<Op> {
+    let offset = sign_extend(bits(word, 0, 26), 26) * 4;
+    match word & 0xFC00_0000 {
+        0x1400_0000 => Some(Op::B { offset }),
+        0x9400_0000 => Some(Op::Bl { offset }),
+        _ => None,
+    }
+}
+
 /// Bits `low..low+len` of `word`.
 fn bits(word: u32, low: u32, len: u32) -> u32 {
     (word >> low) & ((1 << len) - 1)
@@ -1017,6 +1330,9 @@ fn bit_mask(n: u32, imms: u32, immr: u32, x: bool) -> Option<u64> {
 
 /// Decodes one instruction word.
 fn decode(word: u32) -> Op {
+    if let Some(branch) = branch_immediate(word) {
+        return branch;
+    }
     let x = word >> 31 == 1;
     let rd = reg(word, 0);
     let rn = reg(word, 5);
@@ -1122,12 +1438,6 @@ fn decode(word: u32) -> Op {
             rn,
             offset: bits(word, 10, 12) * 8,
         };
-    }
-    let imm26 = sign_extend(bits(word, 0, 26), 26) * 4;
-    match word & 0xFC00_0000 {
-        0x1400_0000 => return Op::B { offset: imm26 },
-        0x9400_0000 => return Op::Bl { offset: imm26 },
-        _ => {}
     }
     match word & 0x7E00_0000 {
         // CBZ / CBNZ.
@@ -2330,6 +2640,124 @@ mod tests {
             #[test]
             fn any_word_sequence_is_analysed_without_panic(words in proptest::collection::vec(word(), 0..512)) {
                 let _ = run(&words);
+            }
+        }
+
+        /// A word of the forms the regions follow, its registers among x0..x3 (so that values
+        /// meet), or any word (rarer); and whether a function is declared there.
+        fn region_word() -> impl Strategy<Value = (u32, bool)> {
+            let near = prop_oneof![
+                8 => (0..FORMS.len(), any::<u32>(), 0u32..4, 0u32..4).prop_map(|(i, random, rd, rn)| {
+                    let (mask, value) = FORMS[i];
+                    ((random & !mask) | value) & !0x3FF | rd | rn << 5
+                }),
+                // Printable halves, so that MOVZ + MOVK may build a tag.
+                4 => (0u32..4, 0x20u32..0x7f, 0x20u32..0x7f, any::<bool>(), any::<bool>())
+                    .prop_map(|(rd, a, b, k, high)| {
+                        let opcode = if k { 0x7280_0000 } else { 0x5280_0000 };
+                        opcode | u32::from(high) << 21 | (a << 8 | b) << 5 | rd
+                    }),
+                // A table: adrp to .rdata's page (the code stays in the page before), an
+                // indexed load from it.
+                1 => (0u32..4).prop_map(|rd| adrp(rd, 1)),
+                1 => (0u32..4, 0u32..4, 0u32..4)
+                    .prop_map(|(rt, rn, rm)| 0xB860_7800 | rm << 16 | rn << 5 | rt),
+                // Copies, through a register or the stack.
+                2 => (0u32..4, 0u32..4, any::<bool>())
+                    .prop_map(|(rd, rm, x)| 0x2A00_03E0 | u32::from(x) << 31 | rm << 16 | rd),
+                1 => (0u32..4, any::<bool>())
+                    .prop_map(|(rt, load)| 0xB900_13E0 | u32::from(load) << 22 | rt),
+                // Nearby calls and jumps, so that their targets are functions of the code.
+                2 => (-64i32..64, any::<bool>()).prop_map(|(n, call)| if call { bl(4 * n) } else { b(4 * n) }),
+                1 => any::<u32>(),
+            ];
+            (near, proptest::bool::weighted(0.1))
+        }
+
+        /// Tracking only the regions that may need it finds exactly what tracking everything
+        /// finds, in an image that calls no pool API.
+        fn same_either_way(
+            words: Vec<(u32, bool)>,
+        ) -> (Vec<(Tag, Evidence)>, Vec<crate::extract::Site>) {
+            let code: Vec<u8> = words.iter().flat_map(|(w, _)| w.to_le_bytes()).collect();
+            let function_starts = (words.iter().enumerate())
+                .filter(|(_, (_, declared))| *declared)
+                .map(|(i, _)| TEXT + 4 * i as u32)
+                .collect();
+            // Printable text ending off a word boundary (no `data` of its own) after a table.
+            let mut rdata: Vec<u8> = (0..0x401u32).map(|i| b'A' + (i * 7 % 26) as u8).collect();
+            rdata[..8].copy_from_slice(b"Tb01Tb02");
+            let import = |name: &str| Import {
+                module: "ntoskrnl.exe".into(),
+                name: name.into(),
+            };
+            let image = Image {
+                arch: Arch::Arm64,
+                image_base: 0x1_4000_0000,
+                sections: vec![
+                    Section {
+                        name: ".text".into(),
+                        rva: TEXT,
+                        data: &code,
+                        executable: true,
+                        initialized_data: false,
+                    },
+                    Section {
+                        name: ".rdata".into(),
+                        rva: 0x2000,
+                        data: &rdata,
+                        executable: false,
+                        initialized_data: true,
+                    },
+                ],
+                imports: [
+                    (ALLOC, import("KeWaitForSingleObject")),
+                    (FREE, import("memcpy")),
+                ]
+                .into_iter()
+                .collect(),
+                exported_apis: HashMap::new(),
+                export_names: Vec::new(),
+                function_starts,
+            };
+            assert!(!image.uses_pool_apis());
+            let findings = |track_everything| {
+                let mut findings = Findings::default();
+                crate::extract::analyse_image_tracking(&image, &mut findings, track_everything);
+                let mut levels: Vec<(Tag, Evidence)> = findings.levels.into_iter().collect();
+                levels.sort();
+                (levels, findings.sites)
+            };
+            let everything = findings(true);
+            assert_eq!(findings(false), everything);
+            everything
+        }
+
+        #[test]
+        fn a_half_kept_on_the_stack_and_completed_is_followed() {
+            // movz w0, lo; str w0, [sp, #16]; ldr w1, [sp, #16]; movk w1, hi, lsl #16; ret.
+            let words = [
+                movz_w(0, lo("Stk1"), 0),
+                0xB900_13E0,
+                0xB940_13E1,
+                movk_w(1, hi("Stk1"), 16),
+                0xD65F_03C0,
+            ];
+            // A declared function, whose stack is followed from its entry.
+            let declared = words.into_iter().enumerate().map(|(i, w)| (w, i == 0));
+            let (levels, _) = same_either_way(declared.collect());
+            let tag = Tag::from_value(value("Stk1"));
+            assert!(levels.contains(&(tag, Evidence::Code)), "{levels:?}");
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn regions_find_what_tracking_everything_finds(
+                words in proptest::collection::vec(region_word(), 0..1000usize),
+            ) {
+                same_either_way(words);
             }
         }
     }

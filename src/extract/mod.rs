@@ -248,9 +248,9 @@ pub(crate) fn analyse_image(image: &Image, findings: &mut Findings) {
     analyse_image_tracking(image, findings, image.uses_pool_apis());
 }
 
-/// [`analyse_image`], tracking every instruction of x86 code when `track_everything`, else only
-/// the regions that may need it (see `x86::analyse`): both find the same (a property test
-/// compares them), the second at a fraction of the cost in an image that calls no pool API.
+/// [`analyse_image`], tracking every instruction when `track_everything`, else only the regions
+/// that may need it (see `x86::Region`, `arm64::Region`): both find the same (property tests
+/// compare them), the second at a fraction of the cost in an image that calls no pool API.
 pub(crate) fn analyse_image_tracking(
     image: &Image,
     findings: &mut Findings,
@@ -290,7 +290,7 @@ pub(crate) fn analyse_image_tracking(
         match image.arch {
             Arch::X86 => x86::analyse(image, section, (code, 32, track_everything), found),
             Arch::X64 => x86::analyse(image, section, (code, 64, track_everything), found),
-            Arch::Arm64 => arm64::analyse(image, section, code, found),
+            Arch::Arm64 => arm64::analyse(image, section, (code, track_everything), found),
             Arch::Other => {}
         }
     }
