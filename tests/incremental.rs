@@ -172,6 +172,21 @@ fn forward_matches_postings(db: &Path) {
         .query_row("SELECT count(*) FROM content_bytes", [], |r| r.get(0))
         .unwrap();
     assert_eq!(contents, listed, "a content without its content_bytes row");
+    // The counts the database keeps of itself (`tally`) are what it holds.
+    let tally: (i64, i64) = conn
+        .query_row("SELECT distinct_tags, posting_lists FROM tally", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let counted: (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION \
+             SELECT tag FROM content_tag)), (SELECT count(*) FROM bytes_posting)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(tally, counted, "tally (distinct tags, posting lists)");
 }
 
 fn fixture(index: usize) -> Vec<u8> {
@@ -213,9 +228,12 @@ proptest! {
                 }
                 Step::Index(folders, code, prune, spill) => {
                     tree.index(&db, folders, *code, false, *prune, *spill);
+                    forward_matches_postings(&db);
                 }
             }
         }
+        tree.index(&db, &[0, 1], true, false, false, false);
+        // Once more, nothing changed: the counts kept are reported and kept again.
         tree.index(&db, &[0, 1], true, false, false, false);
         let full = tree.path("full.db");
         tree.index(&full, &[0, 1], true, true, false, true);

@@ -225,7 +225,7 @@ fn info_reports_hosts_counts_and_integrity() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("pooltag database {}", beta.display()));
     assert!(
-        lines[1].ends_with(", schema 3, integrity ok"),
+        lines[1].ends_with(", schema 4, integrity ok"),
         "{}",
         lines[1]
     );
@@ -254,7 +254,7 @@ fn info_reports_hosts_counts_and_integrity() {
             .success(),
     ))
     .unwrap();
-    assert_eq!(json["schema"], 3);
+    assert_eq!(json["schema"], pooltag::store::SCHEMA_VERSION);
     assert_eq!(json["integrity"], "ok");
     assert_eq!(
         json["analyses"],

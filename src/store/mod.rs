@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_analysis_and_via.sql"),
     include_str!("../../migrations/0003_content_bytes.sql"),
+    include_str!("../../migrations/0004_tally.sql"),
 ];
 
 /// The schema version this pooltag writes and reads.
@@ -962,7 +963,8 @@ mod tests {
                 "site",
                 "tag_entry",
                 "tag_entry_source",
-                "tag_file"
+                "tag_file",
+                "tally"
             ]
         );
         // Applying again changes nothing.

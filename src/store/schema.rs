@@ -168,4 +168,14 @@ pub const EXPECTED: &[(&str, &str, Option<&str>)] = &[
 )"#,
         ),
     ),
+    (
+        "table",
+        "tally",
+        Some(
+            r#"CREATE TABLE tally (
+    distinct_tags INTEGER NOT NULL,
+    posting_lists INTEGER NOT NULL
+)"#,
+        ),
+    ),
 ];

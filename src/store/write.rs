@@ -680,13 +680,16 @@ impl IndexWriter {
     /// rewriting them all.
     fn change_is_small(&self) -> rusqlite::Result<bool> {
         let conn = self.conn();
-        let (lists, dropped): (i64, i64) = conn.query_row(
-            "SELECT (SELECT count(*) FROM old.bytes_posting), \
-             (SELECT coalesce(sum(length(tags)), 0) FROM old.content_bytes \
-              WHERE content_id NOT IN (SELECT id FROM temp.reused))",
+        let dropped: i64 = conn.query_row(
+            "SELECT coalesce(sum(length(tags)), 0) FROM old.content_bytes \
+             WHERE content_id NOT IN (SELECT id FROM temp.reused)",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )?;
+        let lists = match Tally::read(conn, "old")? {
+            Some(tally) => tally.posting_lists,
+            None => count_posting_lists(conn, "old")?,
+        };
         // A tag of a list takes a byte at least: the length bounds the count from above.
         Ok(self.pairs.len() as i64 + dropped <= lists / 8)
     }
@@ -728,6 +731,7 @@ impl IndexWriter {
         let conn = self.conn();
         conn.execute_batch("COMMIT;")?;
         conn.execute("ATTACH DATABASE ?1 AS patched", [side.to_string_lossy()])?;
+        let previous = Tally::read(conn, "patched")?;
         // Disposable until the rename, like the main file: no journal, no syncs until the end.
         conn.execute_batch(
             "PRAGMA patched.journal_mode = OFF; PRAGMA patched.synchronous = OFF; BEGIN; \
@@ -777,6 +781,7 @@ impl IndexWriter {
             )?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
+        let dropped_contents = dropped.len();
         for (id, tags) in dropped {
             for key in postings::decode(&tags).ok_or_else(damaged_list)? {
                 let key = u32::try_from(key).map_err(|_| damaged_list())?;
@@ -796,7 +801,15 @@ impl IndexWriter {
              DELETE FROM patched.content WHERE id IN (SELECT id FROM temp.dropped); \
              DROP TABLE temp.dropped;",
         )?;
-        let distinct_tags = count_distinct_tags(conn, "patched")?;
+        // The same contents as before: the same tags, counted already.
+        let new_contents: i64 =
+            conn.query_row("SELECT count(*) FROM main.content", [], |r| r.get(0))?;
+        let tally = match previous {
+            Some(previous) if new_contents == 0 && dropped_contents == 0 => previous,
+            _ => count_distinct_tags(conn, "patched")?,
+        };
+        tally.write(conn, "patched")?;
+        let distinct_tags = tally.distinct_tags;
         if let (Some(run), Some(run_id)) = (run, self.run_id) {
             self.update_run("patched", run_id, &run, distinct_tags)?;
         }
@@ -934,7 +947,9 @@ impl IndexWriter {
     /// distinct tags.
     fn write_run(&self, run: Option<RunRecord>) -> rusqlite::Result<u64> {
         let conn = self.conn();
-        let distinct_tags = count_distinct_tags(conn, "main")?;
+        let tally = count_distinct_tags(conn, "main")?;
+        tally.write(conn, "main")?;
+        let distinct_tags = tally.distinct_tags;
         if let (Some(run), Some(run_id)) = (run, self.run_id) {
             self.update_run("main", run_id, &run, distinct_tags)?;
         }
@@ -1029,15 +1044,64 @@ fn insert_run(conn: &Connection, host: &str) -> rusqlite::Result<i64> {
 /// Tags with any evidence: the posting lists' tags, and those only stronger evidence holds
 /// (ARM64 tags built in registers). Counted without a UNION, which would sort every tag of the
 /// index into a temporary b-tree (most of the cost of an unchanged re-index).
-fn count_distinct_tags(conn: &Connection, schema: &str) -> rusqlite::Result<i64> {
-    conn.query_row(
+fn count_distinct_tags(conn: &Connection, schema: &str) -> rusqlite::Result<Tally> {
+    let posting_lists = count_posting_lists(conn, schema)?;
+    let evidence_only: i64 = conn.query_row(
         &format!(
-            "SELECT (SELECT count(*) FROM {schema}.bytes_posting) + (SELECT count(DISTINCT tag) \
-             FROM {schema}.content_tag WHERE tag NOT IN (SELECT tag FROM {schema}.bytes_posting))"
+            "SELECT count(DISTINCT tag) FROM {schema}.content_tag \
+             WHERE tag NOT IN (SELECT tag FROM {schema}.bytes_posting)"
         ),
         [],
         |r| r.get(0),
+    )?;
+    Ok(Tally {
+        distinct_tags: posting_lists + evidence_only,
+        posting_lists,
+    })
+}
+
+fn count_posting_lists(conn: &Connection, schema: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        &format!("SELECT count(*) FROM {schema}.bytes_posting"),
+        [],
+        |r| r.get(0),
     )
+}
+
+/// The counts a database keeps of itself (schema 4, `tally`).
+#[derive(Clone, Copy, Debug)]
+struct Tally {
+    distinct_tags: i64,
+    posting_lists: i64,
+}
+
+impl Tally {
+    /// The tally of the database `schema`, if it holds one (a database is untrusted: a count
+    /// below zero is none).
+    fn read(conn: &Connection, schema: &str) -> rusqlite::Result<Option<Tally>> {
+        let tally = conn
+            .query_row(
+                &format!("SELECT distinct_tags, posting_lists FROM {schema}.tally LIMIT 1"),
+                [],
+                |r| {
+                    Ok(Tally {
+                        distinct_tags: r.get(0)?,
+                        posting_lists: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(tally.filter(|t| t.distinct_tags >= 0 && t.posting_lists >= 0))
+    }
+
+    fn write(self, conn: &Connection, schema: &str) -> rusqlite::Result<()> {
+        conn.execute(&format!("DELETE FROM {schema}.tally"), [])?;
+        conn.execute(
+            &format!("INSERT INTO {schema}.tally (distinct_tags, posting_lists) VALUES (?1, ?2)"),
+            params![self.distinct_tags, self.posting_lists],
+        )?;
+        Ok(())
+    }
 }
 
 /// An SQL condition on `x.path`: it lies under one of the roots of `temp.roots` (or is one).
