@@ -106,10 +106,52 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<i64>> {
     Ids::new(bytes).collect::<Result<_, _>>().ok()
 }
 
+/// Appends the list `next` to the list in `out`, whose last id is `last` (`None` when `out`
+/// holds no list yet), giving the bytes [`encode`] gives the joined ids: only `next`'s first
+/// varint changes (its difference is now from `last`), the rest is copied. Returns the last id
+/// of the joined list. Refuses a damaged `next`, or one whose first id is not above `last`
+/// (leaving `out` as it was).
+pub fn append(out: &mut Vec<u8>, last: Option<i64>, next: &[u8]) -> Result<i64, Damaged> {
+    let mut ids = Ids::new(next);
+    let first = ids.next().ok_or(Damaged)??;
+    let first_len = next.len() - ids.bytes.as_slice().len();
+    let mut end = first;
+    for id in ids {
+        end = id?;
+    }
+    match last {
+        None => out.extend_from_slice(next),
+        Some(last) if first > last => {
+            encode(&[first - last], out).map_err(|_| Damaged)?;
+            out.extend_from_slice(&next[first_len..]);
+        }
+        Some(_) => return Err(Damaged),
+    }
+    Ok(end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_appended_list_is_what_the_joined_ids_encode_to() {
+        let (mut out, mut whole) = (Vec::new(), Vec::new());
+        encode(&[3, 200, 70_000], &mut whole).unwrap();
+        let mut last = None;
+        for piece in [&[3i64][..], &[200], &[70_000]] {
+            let mut bytes = Vec::new();
+            encode(piece, &mut bytes).unwrap();
+            last = Some(append(&mut out, last, &bytes).unwrap());
+        }
+        assert_eq!((out, last), (whole, Some(70_000)));
+        let mut out = vec![5];
+        assert_eq!(append(&mut out, Some(5), &[5]), Err(Damaged));
+        assert_eq!(append(&mut out, Some(5), &[]), Err(Damaged));
+        assert_eq!(append(&mut out, Some(5), &[0x80]), Err(Damaged));
+        assert_eq!(out, vec![5]);
+    }
 
     #[test]
     fn small_gaps_take_one_byte() {
@@ -152,6 +194,28 @@ mod tests {
             if encode(&ids, &mut out).is_ok() {
                 prop_assert_eq!(decode(&out), Some(ids));
             }
+        }
+
+        #[test]
+        fn appending_pieces_encodes_the_whole(
+            mut ids in proptest::collection::vec(0i64..1 << 40, 0..60),
+            cuts in proptest::collection::vec(0usize..60, 0..5),
+        ) {
+            ids.sort_unstable();
+            ids.dedup();
+            let mut bounds: Vec<usize> = cuts.into_iter().map(|c| c.min(ids.len())).collect();
+            bounds.extend([0, ids.len()]);
+            bounds.sort_unstable();
+            let (mut out, mut last) = (Vec::new(), None);
+            for piece in bounds.windows(2).map(|w| &ids[w[0]..w[1]]).filter(|p| !p.is_empty()) {
+                let mut bytes = Vec::new();
+                encode(piece, &mut bytes).unwrap();
+                last = Some(append(&mut out, last, &bytes).unwrap());
+            }
+            let mut whole = Vec::new();
+            encode(&ids, &mut whole).unwrap();
+            prop_assert_eq!(out, whole);
+            prop_assert_eq!(last, ids.last().copied());
         }
 
         #[test]

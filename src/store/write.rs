@@ -13,6 +13,7 @@
 //! a walk and a copy, not an analysis. Rows are copied in bulk, parents after children, so
 //! foreign keys are not enforced while building (the tests check them on the result).
 
+use rayon::slice::ParallelSliceMut;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -612,6 +613,7 @@ impl IndexWriter {
     }
 
     /// Sorts the pairs in memory and writes them as one segment of posting lists.
+    /// Spills the pairs held in memory as one more segment.
     fn write_segment(&mut self) -> Result<()> {
         let mut pairs = std::mem::take(&mut self.pairs);
         // Not rayon's parallel sort: its workers may all be waiting for this thread to take
@@ -639,9 +641,6 @@ impl IndexWriter {
     /// Writes the posting lists, the run's provenance, and replaces the target. Returns the
     /// number of distinct tags.
     pub fn finish(mut self, run: Option<RunRecord>) -> Result<u64> {
-        if self.segments > 0 {
-            self.write_segment()?;
-        }
         if self.old.is_some() {
             self.point_to_renewed().map_err(|e| self.fail(e))?;
         }
@@ -886,16 +885,26 @@ impl IndexWriter {
                 )
             })
             .transpose()?;
-        let mut new_lists: Box<dyn Iterator<Item = rusqlite::Result<(u32, Vec<i64>)>>> =
+        // The walk is over: the sort may use every worker.
+        pairs.par_sort_unstable();
+        let in_memory = group_pairs(&pairs).map(|(key, ids)| {
+            let mut list = Vec::new();
+            postings::encode(&ids, &mut list).map_err(|_| damaged_list())?;
+            Ok((key, list))
+        });
+        // The pairs still in memory are the last segment (the highest ids), not spilled.
+        let mut new_lists: Box<dyn Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> =
             match segment_select.as_mut() {
                 Some(select) => Box::new(SegmentLists {
-                    rows: select.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?)))?,
+                    rows: SpilledThenMemory {
+                        spilled: select
+                            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?)))?
+                            .peekable(),
+                        memory: in_memory.peekable(),
+                    },
                     pending: None,
                 }),
-                None => {
-                    pairs.sort_unstable();
-                    Box::new(group_pairs(&pairs).map(Ok))
-                }
+                None => Box::new(in_memory),
             };
         let mut old_head = next_old()?;
         let mut new_head = new_lists.next().transpose()?;
@@ -921,9 +930,13 @@ impl IndexWriter {
                 }
                 None => None,
             };
-            if let (Some(old_blob), None, None) = (&old, &new, &kept) {
-                insert.execute(params![key, old_blob])?;
-                continue;
+            // A list only one side holds goes as it is (the old one unless filtered).
+            match (&old, &new, &kept) {
+                (Some(list), None, None) | (None, Some(list), _) => {
+                    insert.execute(params![key, list])?;
+                    continue;
+                }
+                _ => {}
             }
             let mut ids = match &old {
                 Some(old_blob) => postings::decode(old_blob).ok_or_else(damaged_list)?,
@@ -932,7 +945,9 @@ impl IndexWriter {
             if let Some(kept) = &kept {
                 ids.retain(|id| kept.binary_search(id).is_ok());
             }
-            ids.extend(new.unwrap_or_default());
+            if let Some(new) = &new {
+                ids.extend(postings::decode(new).ok_or_else(damaged_list)?);
+            }
             if ids.is_empty() {
                 continue;
             }
@@ -1130,8 +1145,9 @@ fn damaged_list() -> rusqlite::Error {
     )
 }
 
-/// The posting lists of the spilled segments, one per tag: each tag's pieces (in segment order,
-/// so their ids ascend) decoded and joined as the rows stream by.
+/// The posting lists of the spilled segments, one per tag, encoded: each tag's pieces (in
+/// segment order, so their ids ascend) joined as the rows stream by, without decoding them
+/// (see [`postings::append`]; a tag in one segment is its piece as it is).
 struct SegmentLists<I> {
     rows: I,
     /// The first row of the next tag, read while finishing the previous one.
@@ -1139,34 +1155,65 @@ struct SegmentLists<I> {
 }
 
 impl<I: Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> Iterator for SegmentLists<I> {
-    type Item = rusqlite::Result<(u32, Vec<i64>)>;
+    type Item = rusqlite::Result<(u32, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (key, first) = match self.pending.take() {
+        let (key, mut list) = match self.pending.take() {
             Some(row) => row,
             None => match self.rows.next()? {
                 Ok(row) => row,
                 Err(e) => return Some(Err(e)),
             },
         };
-        let Some(mut ids) = postings::decode(&first) else {
-            return Some(Err(damaged_list()));
-        };
+        // The last id of `list`, found when a second piece comes.
+        let mut last = None;
         loop {
             match self.rows.next() {
                 None => break,
                 Some(Err(e)) => return Some(Err(e)),
-                Some(Ok((next_key, blob))) if next_key == key => match postings::decode(&blob) {
-                    Some(more) => ids.extend(more),
-                    None => return Some(Err(damaged_list())),
-                },
+                Some(Ok((next_key, piece))) if next_key == key => {
+                    let end = match last.or_else(|| postings::Ids::new(&list).last()?.ok()) {
+                        Some(end) => end,
+                        None => return Some(Err(damaged_list())),
+                    };
+                    let mut joined = std::mem::take(&mut list);
+                    match postings::append(&mut joined, Some(end), &piece) {
+                        Ok(end) => last = Some(end),
+                        Err(_) => return Some(Err(damaged_list())),
+                    }
+                    list = joined;
+                }
                 Some(Ok(row)) => {
                     self.pending = Some(row);
                     break;
                 }
             }
         }
-        Some(Ok((key, ids)))
+        Some(Ok((key, list)))
+    }
+}
+
+/// The rows of the spilled segments and of the pairs still in memory, by tag, the spilled ones
+/// first for a tag (their ids are lower): what [`SegmentLists`] joins.
+struct SpilledThenMemory<S: Iterator, M: Iterator> {
+    spilled: std::iter::Peekable<S>,
+    memory: std::iter::Peekable<M>,
+}
+
+impl<S, M> Iterator for SpilledThenMemory<S, M>
+where
+    S: Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>,
+    M: Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>,
+{
+    type Item = rusqlite::Result<(u32, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let key = |row: &rusqlite::Result<(u32, Vec<u8>)>| row.as_ref().map_or(0, |(k, _)| *k);
+        match (self.spilled.peek(), self.memory.peek()) {
+            (Some(spilled), Some(memory)) if key(spilled) > key(memory) => self.memory.next(),
+            (Some(_), _) => self.spilled.next(),
+            (None, _) => self.memory.next(),
+        }
     }
 }
 
