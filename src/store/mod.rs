@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod postings;
 mod schema;
+mod spill;
 pub mod write;
 
 use std::collections::HashMap;

@@ -3,8 +3,9 @@
 //!
 //! Memory: the bytes level is a posting list per tag, which needs every content's tags before
 //! any list is complete. (tag, content) pairs are collected up to a budget ([`PAIR_BUDGET`] by
-//! default), then sorted and written as one segment to a SQLite TEMP table (a file SQLite deletes
-//! itself); at the end the segments are merged in tag order. Memory stays bounded however many
+//! default), then sorted and written as one segment to a temporary file ([`super::spill`]); at
+//! the end the segments and the pairs still in memory are merged in tag order, on a thread of
+//! their own while the connection inserts the merged lists. Memory stays bounded however many
 //! files there are.
 //!
 //! Reuse: a writer can start from a previous database (attached read-only as `old`). Contents
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::atomic::AtomicFile;
+use super::spill::Segment;
 use super::{StoredSite, describe, migrate, postings, read_only_uri, via_text};
 use crate::error::{Error, Result};
 use crate::extract::version::VersionInfo;
@@ -113,7 +115,8 @@ pub struct IndexWriter {
     host: String,
     pairs: Vec<u64>,
     pair_budget: usize,
-    segments: u32,
+    /// The segments spilled so far.
+    segments: Vec<Segment>,
     /// The provenance row of an index run (none for a merge, which copies its inputs' runs).
     run_id: Option<i64>,
     /// The previous database, attached as `old`.
@@ -156,7 +159,7 @@ impl IndexWriter {
             },
             pairs: Vec::new(),
             pair_budget: pair_budget.max(1),
-            segments: 0,
+            segments: Vec::new(),
             run_id: None,
             old: None,
             next_content_id: 1,
@@ -181,11 +184,7 @@ impl IndexWriter {
              PRAGMA foreign_keys = OFF;",
         )?;
         migrate(conn)?;
-        conn.execute_batch(
-            "CREATE TEMP TABLE posting_segment (tag INTEGER NOT NULL, segment INTEGER NOT NULL, \
-             content_ids BLOB NOT NULL, PRIMARY KEY (tag, segment)) WITHOUT ROWID; \
-             CREATE TEMP TABLE reused (id INTEGER PRIMARY KEY); BEGIN;",
-        )?;
+        conn.execute_batch("CREATE TEMP TABLE reused (id INTEGER PRIMARY KEY); BEGIN;")?;
         let Purpose::Index {
             previous, replaced, ..
         } = purpose
@@ -612,29 +611,20 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// Sorts the pairs in memory and writes them as one segment of posting lists.
     /// Spills the pairs held in memory as one more segment.
     fn write_segment(&mut self) -> Result<()> {
         let mut pairs = std::mem::take(&mut self.pairs);
         // Not rayon's parallel sort: its workers may all be waiting for this thread to take
         // their results, and would never come to help.
         pairs.sort_unstable();
-        self.segments += 1;
-        let segment = self.segments;
-        let conn = self.conn();
-        let mut insert = conn
-            .prepare_cached(
-                "INSERT INTO temp.posting_segment (tag, segment, content_ids) VALUES (?1, ?2, ?3)",
-            )
-            .map_err(|e| self.fail(e))?;
-        let mut blob = Vec::new();
-        for (key, ids) in group_pairs(&pairs) {
-            blob.clear();
-            postings::encode(&ids, &mut blob).map_err(|_| self.fail(damaged_list()))?;
-            insert
-                .execute(params![key, segment, blob])
-                .map_err(|e| self.fail(e))?;
-        }
+        let lists = encoded_lists(&pairs).map(|list| list.map_err(std::io::Error::other));
+        let segment = Segment::write(lists).map_err(|e| {
+            Error::new(format!(
+                "{}: a temporary file for posting lists: {e}",
+                std::env::temp_dir().display()
+            ))
+        })?;
+        self.segments.push(segment);
         Ok(())
     }
 
@@ -645,7 +635,7 @@ impl IndexWriter {
             self.point_to_renewed().map_err(|e| self.fail(e))?;
         }
         if let Some(previous) = self.old.clone()
-            && self.segments == 0
+            && self.segments.is_empty()
             && self.change_is_small().map_err(|e| self.fail(e))?
         {
             return self.finish_as_patch(&previous, run);
@@ -851,7 +841,7 @@ impl IndexWriter {
     /// run's pairs, in memory or in segments. Both sources are read in tag order and merged as
     /// they stream: one tag's lists are in memory at a time, not the whole index.
     fn write_postings(&mut self) -> rusqlite::Result<()> {
-        let mut pairs = std::mem::take(&mut self.pairs);
+        let pairs = std::mem::take(&mut self.pairs);
         let conn = self.conn.as_ref().expect("connection open until finish");
         let mut insert =
             conn.prepare("INSERT INTO bytes_posting (tag, content_ids) VALUES (?1, ?2)")?;
@@ -877,85 +867,67 @@ impl IndexWriter {
         let mut next_old = || -> rusqlite::Result<Option<(u32, Vec<u8>)>> {
             old_rows.as_mut().and_then(Iterator::next).transpose()
         };
-        // This run's lists, in tag order: from memory, or merged from the segments.
-        let mut segment_select = (self.segments > 0)
-            .then(|| {
-                conn.prepare(
-                    "SELECT tag, content_ids FROM temp.posting_segment ORDER BY tag, segment",
-                )
-            })
-            .transpose()?;
-        // The walk is over: the sort may use every worker.
-        pairs.par_sort_unstable();
-        let in_memory = group_pairs(&pairs).map(|(key, ids)| {
-            let mut list = Vec::new();
-            postings::encode(&ids, &mut list).map_err(|_| damaged_list())?;
-            Ok((key, list))
-        });
-        // The pairs still in memory are the last segment (the highest ids), not spilled.
-        let mut new_lists: Box<dyn Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> =
-            match segment_select.as_mut() {
-                Some(select) => Box::new(SegmentLists {
-                    rows: SpilledThenMemory {
-                        spilled: select
-                            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?)))?
-                            .peekable(),
-                        memory: in_memory.peekable(),
-                    },
-                    pending: None,
-                }),
-                None => Box::new(in_memory),
+        // This run's lists, in tag order, merged from the segments and the pairs in memory on
+        // a thread of their own while this one inserts.
+        let segments = std::mem::take(&mut self.segments);
+        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+        std::thread::scope(|scope| {
+            scope.spawn(move || merge_lists(pairs, segments, sender));
+            let mut new_lists = Received {
+                receiver,
+                batch: Vec::new().into_iter(),
             };
-        let mut old_head = next_old()?;
-        let mut new_head = new_lists.next().transpose()?;
-        let mut blob = Vec::new();
-        loop {
-            let key = match (&old_head, &new_head) {
-                (Some((a, _)), Some((b, _))) => (*a).min(*b),
-                (Some((a, _)), None) => *a,
-                (None, Some((b, _))) => *b,
-                (None, None) => break,
-            };
-            let old = match old_head.take_if(|(k, _)| *k == key) {
-                Some((_, blob)) => {
-                    old_head = next_old()?;
-                    Some(blob)
+            let mut old_head = next_old()?;
+            let mut new_head = new_lists.next().transpose()?;
+            let mut blob = Vec::new();
+            loop {
+                let key = match (&old_head, &new_head) {
+                    (Some((a, _)), Some((b, _))) => (*a).min(*b),
+                    (Some((a, _)), None) => *a,
+                    (None, Some((b, _))) => *b,
+                    (None, None) => break,
+                };
+                let old = match old_head.take_if(|(k, _)| *k == key) {
+                    Some((_, blob)) => {
+                        old_head = next_old()?;
+                        Some(blob)
+                    }
+                    None => None,
+                };
+                let new = match new_head.take_if(|(k, _)| *k == key) {
+                    Some((_, ids)) => {
+                        new_head = new_lists.next().transpose()?;
+                        Some(ids)
+                    }
+                    None => None,
+                };
+                // A list only one side holds goes as it is (the old one unless filtered).
+                match (&old, &new, &kept) {
+                    (Some(list), None, None) | (None, Some(list), _) => {
+                        insert.execute(params![key, list])?;
+                        continue;
+                    }
+                    _ => {}
                 }
-                None => None,
-            };
-            let new = match new_head.take_if(|(k, _)| *k == key) {
-                Some((_, ids)) => {
-                    new_head = new_lists.next().transpose()?;
-                    Some(ids)
+                let mut ids = match &old {
+                    Some(old_blob) => postings::decode(old_blob).ok_or_else(damaged_list)?,
+                    None => Vec::new(),
+                };
+                if let Some(kept) = &kept {
+                    ids.retain(|id| kept.binary_search(id).is_ok());
                 }
-                None => None,
-            };
-            // A list only one side holds goes as it is (the old one unless filtered).
-            match (&old, &new, &kept) {
-                (Some(list), None, None) | (None, Some(list), _) => {
-                    insert.execute(params![key, list])?;
+                if let Some(new) = &new {
+                    ids.extend(postings::decode(new).ok_or_else(damaged_list)?);
+                }
+                if ids.is_empty() {
                     continue;
                 }
-                _ => {}
+                blob.clear();
+                postings::encode(&ids, &mut blob).map_err(|_| damaged_list())?;
+                insert.execute(params![key, blob])?;
             }
-            let mut ids = match &old {
-                Some(old_blob) => postings::decode(old_blob).ok_or_else(damaged_list)?,
-                None => Vec::new(),
-            };
-            if let Some(kept) = &kept {
-                ids.retain(|id| kept.binary_search(id).is_ok());
-            }
-            if let Some(new) = &new {
-                ids.extend(postings::decode(new).ok_or_else(damaged_list)?);
-            }
-            if ids.is_empty() {
-                continue;
-            }
-            blob.clear();
-            postings::encode(&ids, &mut blob).map_err(|_| damaged_list())?;
-            insert.execute(params![key, blob])?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Records the run's provenance (an index run's), commits, and returns the number of
@@ -1193,6 +1165,57 @@ impl<I: Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> Iterator for SegmentL
     }
 }
 
+/// A segment's next list in [`Segments`]: ((tag, segment), list), smallest first.
+type Head = std::cmp::Reverse<((u32, usize), Vec<u8>)>;
+
+/// A batch of lists [`merge_lists`] sends: (tag, encoded list).
+type Batch = rusqlite::Result<Vec<(u32, Vec<u8>)>>;
+
+/// The rows of the spilled segments, each in tag order, merged: by tag, then segment (so that
+/// a tag's pieces come with ascending ids).
+struct Segments<I: Iterator> {
+    segments: Vec<I>,
+    /// The next row of each segment not at its end: (tag, segment), its list.
+    heads: std::collections::BinaryHeap<Head>,
+    /// A failed read, returned next.
+    failed: Option<rusqlite::Error>,
+}
+
+impl<I: Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> Segments<I> {
+    fn new(segments: Vec<I>) -> Segments<I> {
+        let mut merged = Segments {
+            heads: std::collections::BinaryHeap::with_capacity(segments.len()),
+            segments,
+            failed: None,
+        };
+        for n in 0..merged.segments.len() {
+            merged.advance(n);
+        }
+        merged
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self.segments[n].next() {
+            Some(Ok((tag, list))) => self.heads.push(std::cmp::Reverse(((tag, n), list))),
+            Some(Err(e)) => self.failed = Some(e),
+            None => {}
+        }
+    }
+}
+
+impl<I: Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> Iterator for Segments<I> {
+    type Item = rusqlite::Result<(u32, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        let std::cmp::Reverse(((tag, n), list)) = self.heads.pop()?;
+        self.advance(n);
+        Some(Ok((tag, list)))
+    }
+}
+
 /// The rows of the spilled segments and of the pairs still in memory, by tag, the spilled ones
 /// first for a tag (their ids are lower): what [`SegmentLists`] joins.
 struct SpilledThenMemory<S: Iterator, M: Iterator> {
@@ -1215,6 +1238,98 @@ where
             (None, _) => self.memory.next(),
         }
     }
+}
+
+/// Lists merged per batch, at most: what [`merge_lists`] sends at a time.
+const MERGED_BATCH: usize = 4096;
+
+/// Merges this run's lists (the spilled `segments`, then the `pairs` still in memory, whose ids
+/// are the highest) in tag order and sends them to the inserting thread in batches; stops at
+/// the first error (sent too) or when the receiver is gone.
+fn merge_lists(
+    mut pairs: Vec<u64>,
+    segments: Vec<Segment>,
+    sender: std::sync::mpsc::SyncSender<Batch>,
+) {
+    // The walk is over: the sort may use every worker.
+    pairs.par_sort_unstable();
+    let in_memory = encoded_lists(&pairs);
+    let mut readers = Vec::new();
+    for segment in segments {
+        match segment.read() {
+            Ok(lists) => readers.push(lists.map(|list| list.map_err(spill_error))),
+            Err(e) => {
+                let _ = sender.send(Err(spill_error(e)));
+                return;
+            }
+        }
+    }
+    let mut lists: Box<dyn Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>>> =
+        if readers.is_empty() {
+            Box::new(in_memory)
+        } else {
+            Box::new(SegmentLists {
+                rows: SpilledThenMemory {
+                    spilled: Segments::new(readers).peekable(),
+                    memory: in_memory.peekable(),
+                },
+                pending: None,
+            })
+        };
+    loop {
+        let mut batch = Vec::with_capacity(MERGED_BATCH);
+        for list in lists.by_ref().take(MERGED_BATCH) {
+            match list {
+                Ok(list) => batch.push(list),
+                Err(e) => {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let last = batch.len() < MERGED_BATCH;
+        if sender.send(Ok(batch)).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The lists [`merge_lists`] sends, one at a time.
+struct Received {
+    receiver: std::sync::mpsc::Receiver<Batch>,
+    batch: std::vec::IntoIter<(u32, Vec<u8>)>,
+}
+
+impl Iterator for Received {
+    type Item = rusqlite::Result<(u32, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(list) = self.batch.next() {
+                return Some(Ok(list));
+            }
+            match self.receiver.recv().ok()? {
+                Ok(batch) => self.batch = batch.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+fn spill_error(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(format!("a temporary file of posting lists: {e}")),
+    )
+}
+
+/// Sorted (tag << 32 | id) pairs as encoded posting lists.
+fn encoded_lists(pairs: &[u64]) -> impl Iterator<Item = rusqlite::Result<(u32, Vec<u8>)>> + '_ {
+    group_pairs(pairs).map(|(key, ids)| {
+        let mut list = Vec::new();
+        postings::encode(&ids, &mut list).map_err(|_| damaged_list())?;
+        Ok((key, list))
+    })
 }
 
 /// Sorted (tag << 32 | id) pairs grouped into posting lists.
