@@ -782,14 +782,18 @@ impl IndexWriter {
             rewrite(key, &|ids| ids.extend(&new))?;
         }
         drop((select, upsert, delete));
-        conn.execute_batch(
-            "DELETE FROM patched.content_tag WHERE content_id IN (SELECT id FROM temp.dropped); \
-             DELETE FROM patched.site WHERE content_id IN (SELECT id FROM temp.dropped); \
-             DELETE FROM patched.content_bytes \
-                 WHERE content_id IN (SELECT id FROM temp.dropped); \
-             DELETE FROM patched.content WHERE id IN (SELECT id FROM temp.dropped); \
-             DROP TABLE temp.dropped;",
-        )?;
+        // content_tag is keyed by tag first: removing contents scans it, so only when some go.
+        if dropped_contents > 0 {
+            conn.execute_batch(
+                "DELETE FROM patched.content_tag \
+                     WHERE content_id IN (SELECT id FROM temp.dropped); \
+                 DELETE FROM patched.site WHERE content_id IN (SELECT id FROM temp.dropped); \
+                 DELETE FROM patched.content_bytes \
+                     WHERE content_id IN (SELECT id FROM temp.dropped); \
+                 DELETE FROM patched.content WHERE id IN (SELECT id FROM temp.dropped);",
+            )?;
+        }
+        conn.execute_batch("DROP TABLE temp.dropped;")?;
         // The same contents as before: the same tags, counted already.
         let new_contents: i64 =
             conn.query_row("SELECT count(*) FROM main.content", [], |r| r.get(0))?;
