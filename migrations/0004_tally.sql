@@ -7,3 +7,7 @@ CREATE TABLE tally (
     distinct_tags INTEGER NOT NULL,
     posting_lists INTEGER NOT NULL
 );
+
+-- `content_tag_by_content`: a content's evidence rows without reading the whole table (`tags
+-- FILE`, and a re-index dropping a content); the table itself is keyed by tag first.
+CREATE INDEX content_tag_by_content ON content_tag(content_id);

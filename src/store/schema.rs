@@ -9,6 +9,11 @@
 pub const EXPECTED: &[(&str, &str, Option<&str>)] = &[
     (
         "index",
+        "content_tag_by_content",
+        Some(r#"CREATE INDEX content_tag_by_content ON content_tag(content_id)"#),
+    ),
+    (
+        "index",
         "file_by_content",
         Some(r#"CREATE INDEX file_by_content ON file(content_id)"#),
     ),

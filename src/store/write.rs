@@ -378,8 +378,13 @@ impl IndexWriter {
         let mut level = conn.prepare_cached(
             "INSERT INTO content_tag (tag, content_id, evidence) VALUES (?1, ?2, ?3)",
         )?;
-        for (tag, evidence) in &content.findings.levels {
-            level.execute(params![tag.key(), id, *evidence as i64])?;
+        // In key order: appended to `content_tag_by_content`.
+        let mut levels: Vec<(u32, i64)> = (content.findings.levels.iter())
+            .map(|(tag, evidence)| (tag.key(), *evidence as i64))
+            .collect();
+        levels.sort_unstable();
+        for (key, evidence) in levels {
+            level.execute(params![key, id, evidence])?;
         }
         let mut site = conn.prepare_cached(
             "INSERT INTO site (content_id, tag, evidence, api, rva, section, offset, via) \
