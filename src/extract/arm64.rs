@@ -2721,16 +2721,7 @@ mod tests {
                 function_starts,
             };
             assert!(!image.uses_pool_apis());
-            let findings = |track_everything| {
-                let mut findings = Findings::default();
-                crate::extract::analyse_image_tracking(&image, &mut findings, track_everything);
-                let mut levels: Vec<(Tag, Evidence)> = findings.levels.into_iter().collect();
-                levels.sort();
-                (levels, findings.sites)
-            };
-            let everything = findings(true);
-            assert_eq!(findings(false), everything);
-            everything
+            crate::extract::analyse_both_ways(&image)
         }
 
         #[test]

@@ -322,6 +322,22 @@ pub(crate) fn analyse_image_tracking(
     }
 }
 
+/// For the tests: what [`analyse_image`] finds in `image` (levels sorted, and sites), after
+/// checking that tracking only the regions that may need it finds what tracking everything does.
+#[cfg(test)]
+pub(crate) fn analyse_both_ways(image: &Image) -> (Vec<(Tag, Evidence)>, Vec<Site>) {
+    let findings = |track_everything| {
+        let mut findings = Findings::default();
+        analyse_image_tracking(image, &mut findings, track_everything);
+        let mut levels: Vec<(Tag, Evidence)> = findings.levels.into_iter().collect();
+        levels.sort();
+        (levels, findings.sites)
+    };
+    let everything = findings(true);
+    assert_eq!(findings(false), everything);
+    everything
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
