@@ -421,12 +421,14 @@ enum Possible {
 }
 
 impl Possible {
+    /// The values, 0 included; `None` when only a bound is known.
     fn values(self) -> Option<impl Iterator<Item = u32>> {
-        match self {
-            Possible::Values(values, n) => Some(values.into_iter().take(n).chain([0])),
-            Possible::Zero => Some([0; MAX_POSSIBLE].into_iter().take(0).chain([0])),
-            Possible::Below(_) => None,
-        }
+        let (values, n) = match self {
+            Possible::Values(values, n) => (values, n),
+            Possible::Zero => ([0; MAX_POSSIBLE], 0),
+            Possible::Below(_) => return None,
+        };
+        Some(values.into_iter().take(n).chain([0]))
     }
 
     fn bound(self) -> u64 {
@@ -474,10 +476,8 @@ impl Possible {
 impl Region {
     /// Whether tracking `word` may find something (see [`Region`]).
     fn needs_tracking(&mut self, word: u32) -> bool {
-        let table_form = word & 0xFFE0_1C00 == 0xB860_1800
-            || word & 0xFFE0_FC00 == 0x8B00_0800
-            || word & 0xFFE0_FC00 == 0x8B20_4800;
-        if self.address_taken && table_form {
+        let (indexed, element) = table_forms(word);
+        if self.address_taken && (indexed || element) {
             return true;
         }
         if let Some(access) = access(word).filter(|a| a.rn == 31 || a.rn == 29) {
@@ -707,8 +707,7 @@ impl Analysis<'_, '_> {
     /// the offset. Called before the instruction's own effect; returns the value an `ADD` of
     /// the second form gives its destination.
     fn table_load(&mut self, word: u32, access: Option<Access>) -> Option<(u8, Value)> {
-        let indexed = word & 0xFFE0_1C00 == 0xB860_1800;
-        let element = word & 0xFFE0_FC00 == 0x8B00_0800 || word & 0xFFE0_FC00 == 0x8B20_4800;
+        let (indexed, element) = table_forms(word);
         let offset_load =
             access.filter(|a| a.load && a.size == 4 && a.rt2.is_none() && a.writeback == 0);
         let table = match (self.register(reg(word, 5)), offset_load) {
@@ -1260,6 +1259,14 @@ enum Op {
     Stop,
     /// Anything else, with the general-purpose registers it may write (bit per register).
     Other { writes: u32 },
+}
+
+/// The two forms of a table read ([`Analysis::table_load`]): `LDR Wt, [Xn, Xm, LSL #2]`, and
+/// `ADD Xd, Xn, Xm, LSL #2` (or `Wm, UXTW #2`), which makes an element's address.
+fn table_forms(word: u32) -> (bool, bool) {
+    let indexed = word & 0xFFE0_1C00 == 0xB860_1800;
+    let element = word & 0xFFE0_FC00 == 0x8B00_0800 || word & 0xFFE0_FC00 == 0x8B20_4800;
+    (indexed, element)
 }
 
 /// `B` or `BL` with its offset: the one test the scan for call targets needs of every word.

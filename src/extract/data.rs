@@ -44,7 +44,7 @@ pub fn analyse(section: &Section, import_names: &HashSet<&[u8]>, findings: &mut 
 }
 
 /// Whether all four bytes of `word` are printable ASCII (0x20-0x7E), without a branch per byte.
-fn is_printable_word(word: &[u8]) -> bool {
+pub(super) fn is_printable_word(word: &[u8]) -> bool {
     let value = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
     // A byte below 0x20 borrows when 0x20 is subtracted; a byte above 0x7E carries into its
     // top bit when 0x01 is added (and a byte with its top bit set has it already).

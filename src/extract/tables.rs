@@ -14,8 +14,8 @@
 use foldhash::HashSet;
 
 use super::Findings;
+use super::data::is_printable_word;
 use super::image::Image;
-use crate::tag::is_printable;
 
 /// Addresses kept per image at most.
 const MAX_REFERENCES: usize = 1 << 16;
@@ -51,7 +51,7 @@ impl References {
             || section
                 .data
                 .get(offset..offset + 4)
-                .is_some_and(|word| word.iter().all(|&b| is_printable(b)))
+                .is_some_and(is_printable_word)
     }
 
     /// Records the elements of every referenced table in initialized data as `data` evidence,
@@ -79,9 +79,7 @@ impl References {
             let words = section.data[offset..limit]
                 .chunks_exact(4)
                 .take(MAX_ELEMENTS);
-            let table = words
-                .take_while(|word| word.iter().all(|&b| is_printable(b)))
-                .count();
+            let table = words.take_while(|word| is_printable_word(word)).count();
             let bytes = &section.data[offset..offset + 4 * table];
             if import_names.contains(bytes) {
                 continue;

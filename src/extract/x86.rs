@@ -439,15 +439,8 @@ impl Region {
         }
         // A 4-byte load through a register that may hold a taken address, from a table that
         // matters ([`References::may_matter`]).
-        let index = instruction.memory_index();
-        if index != Register::None
-            && instruction.memory_size().size() == 4
-            && instruction.mnemonic() != Mnemonic::Nop
-        {
-            let scaled = instruction.memory_index_scale() != 1;
-            let through = register_bit(instruction.memory_base())
-                | if scaled { 0 } else { register_bit(index) };
-            let displacement = instruction.memory_displacement64() as i64;
+        if let Some(([base, unscaled], displacement)) = x64_table_read(instruction) {
+            let through = register_bit(base) | register_bit(unscaled);
             let matters = |taken: &Taken| {
                 taken.registers & through != 0
                     && u32::try_from(i64::from(taken.rva) + displacement)
@@ -459,7 +452,7 @@ impl Region {
         }
         // Where each address may go: as the tracker moves values (see `track_mov`), from a
         // register or a stack slot to a register or a stack slot.
-        let on_stack = index == Register::None
+        let on_stack = instruction.memory_index() == Register::None
             && matches!(
                 instruction.memory_base().full_register(),
                 Register::RSP | Register::RBP
@@ -677,27 +670,22 @@ impl Analysis<'_, '_> {
 
     /// The table `instruction` reads, if it reads one (see [`Analysis::record_table`]).
     fn table(&self, instruction: &Instruction) -> Option<u32> {
-        let index = instruction.memory_index();
-        // A multi-byte `nop [rax+rax*1]` (padding) reads nothing.
-        if index == Register::None || instruction.mnemonic() == Mnemonic::Nop {
-            return None;
+        if self.convention.bitness == 32 {
+            // A multi-byte `nop [eax+eax*1]` (padding) reads nothing.
+            let table = instruction.memory_index() != Register::None
+                && instruction.memory_base() == Register::None
+                && instruction.memory_index_scale() == 4
+                && instruction.mnemonic() != Mnemonic::Nop;
+            return table
+                .then(|| self.rva(u64::from(instruction.memory_displacement32())))
+                .flatten();
         }
-        let scale = instruction.memory_index_scale();
-        match (self.convention.bitness, instruction.memory_base()) {
-            (32, Register::None) if scale == 4 => {
-                self.rva(u64::from(instruction.memory_displacement32()))
-            }
-            (64, base) if instruction.memory_size().size() == 4 => {
-                let address = match (self.state.register(base), self.state.register(index)) {
-                    (Value::Address(rva), _) => Some(rva),
-                    (_, Value::Address(rva)) if scale == 1 => Some(rva),
-                    _ => None,
-                };
-                let displacement = self.displacement(instruction.memory_displacement64());
-                address.and_then(|rva| u32::try_from(i64::from(rva) + displacement).ok())
-            }
-            _ => None,
-        }
+        let ([base, unscaled], displacement) = x64_table_read(instruction)?;
+        let address = match (self.state.register(base), self.state.register(unscaled)) {
+            (Value::Address(rva), _) | (_, Value::Address(rva)) => rva,
+            _ => return None,
+        };
+        u32::try_from(i64::from(address) + displacement).ok()
     }
 
     /// True for the stack pointer or the frame pointer, any width.
@@ -1089,6 +1077,26 @@ impl Analysis<'_, '_> {
         }
         true
     }
+}
+
+/// An x64 read of a 4-byte element by index (a multi-byte `nop [rax+rax*1]`, padding, reads
+/// nothing): the registers that may hold the table's address (the base, and the index when
+/// unscaled: gcc -O0 scales the other register itself; `Register::None` for none) and the
+/// displacement.
+fn x64_table_read(instruction: &Instruction) -> Option<([Register; 2], i64)> {
+    let index = instruction.memory_index();
+    if index == Register::None
+        || instruction.memory_size().size() != 4
+        || instruction.mnemonic() == Mnemonic::Nop
+    {
+        return None;
+    }
+    let unscaled = match instruction.memory_index_scale() {
+        1 => index,
+        _ => Register::None,
+    };
+    let displacement = instruction.memory_displacement64() as i64;
+    Some(([instruction.memory_base(), unscaled], displacement))
 }
 
 /// The 32-bit immediates of an instruction, both halves of a 64-bit one.

@@ -804,7 +804,7 @@ impl IndexWriter {
             conn.query_row("SELECT count(*) FROM main.content", [], |r| r.get(0))?;
         let tally = match previous {
             Some(previous) if new_contents == 0 && dropped_contents == 0 => previous,
-            _ => count_distinct_tags(conn, "patched")?,
+            _ => Tally::count(conn, "patched")?,
         };
         tally.write(conn, "patched")?;
         let distinct_tags = tally.distinct_tags;
@@ -943,7 +943,7 @@ impl IndexWriter {
     /// distinct tags.
     fn write_run(&self, run: Option<RunRecord>) -> rusqlite::Result<u64> {
         let conn = self.conn();
-        let tally = count_distinct_tags(conn, "main")?;
+        let tally = Tally::count(conn, "main")?;
         tally.write(conn, "main")?;
         let distinct_tags = tally.distinct_tags;
         if let (Some(run), Some(run_id)) = (run, self.run_id) {
@@ -1040,22 +1040,6 @@ fn insert_run(conn: &Connection, host: &str) -> rusqlite::Result<i64> {
 /// Tags with any evidence: the posting lists' tags, and those only stronger evidence holds
 /// (ARM64 tags built in registers). Counted without a UNION, which would sort every tag of the
 /// index into a temporary b-tree (most of the cost of an unchanged re-index).
-fn count_distinct_tags(conn: &Connection, schema: &str) -> rusqlite::Result<Tally> {
-    let posting_lists = count_posting_lists(conn, schema)?;
-    let evidence_only: i64 = conn.query_row(
-        &format!(
-            "SELECT count(DISTINCT tag) FROM {schema}.content_tag \
-             WHERE tag NOT IN (SELECT tag FROM {schema}.bytes_posting)"
-        ),
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(Tally {
-        distinct_tags: posting_lists + evidence_only,
-        posting_lists,
-    })
-}
-
 fn count_posting_lists(conn: &Connection, schema: &str) -> rusqlite::Result<i64> {
     conn.query_row(
         &format!("SELECT count(*) FROM {schema}.bytes_posting"),
@@ -1072,6 +1056,24 @@ struct Tally {
 }
 
 impl Tally {
+    /// Counts the database `schema` holds: the posting lists, and the tags with stronger
+    /// evidence only.
+    fn count(conn: &Connection, schema: &str) -> rusqlite::Result<Tally> {
+        let posting_lists = count_posting_lists(conn, schema)?;
+        let evidence_only: i64 = conn.query_row(
+            &format!(
+                "SELECT count(DISTINCT tag) FROM {schema}.content_tag \
+                 WHERE tag NOT IN (SELECT tag FROM {schema}.bytes_posting)"
+            ),
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Tally {
+            distinct_tags: posting_lists + evidence_only,
+            posting_lists,
+        })
+    }
+
     /// The tally of the database `schema`, if it holds one (a database is untrusted: a count
     /// below zero is none).
     fn read(conn: &Connection, schema: &str) -> rusqlite::Result<Option<Tally>> {
