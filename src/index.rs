@@ -89,6 +89,9 @@ pub struct IndexSummary {
     pub tag_files: Vec<String>,
     pub errors: u64,
     pub elapsed: Duration,
+    /// The run found the database as it was and left it (its record went to the
+    /// [`crate::store::unchanged`] log).
+    pub database_unchanged: bool,
 }
 
 impl std::fmt::Display for IndexSummary {
@@ -240,7 +243,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     bar.finish_and_clear();
 
     summary.removed = writer.count_removed()?;
-    summary.distinct_tags = writer.finish(Some(RunRecord {
+    let finished = writer.finish(Some(RunRecord {
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         roots: config
             .roots
@@ -255,6 +258,8 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
         tag_file_entries: summary.tag_file_entries,
         errors: summary.errors,
     }))?;
+    summary.distinct_tags = finished.distinct_tags;
+    summary.database_unchanged = !finished.rewritten;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -16,7 +16,8 @@ use pooltag::merge::{self, MergeConfig};
 use pooltag::pool::{self, PoolConfig};
 use pooltag::print;
 use pooltag::query::{self, QueryConfig, QueryOutput, Scope, TagsConfig};
-use pooltag::store::{Database, file_name};
+use pooltag::store::{self, Database, file_name};
+use pooltag::text::escape;
 
 /// Whether a mode found what it was asked for.
 enum Found {
@@ -80,7 +81,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
 /// `pooltag index`: build the database, print the summary line on stderr.
 fn run_index(config: &IndexConfig) -> Result<Found> {
     let summary = index::run(config)?;
-    eprintln!("pooltag: {summary}; database {}", config.db.display());
+    if summary.database_unchanged {
+        eprintln!(
+            "pooltag: {summary}; database {} left as it was (nothing changed; the run is \
+             recorded in {})",
+            config.db.display(),
+            store::unchanged::log_path(&config.db).display()
+        );
+    } else {
+        eprintln!("pooltag: {summary}; database {}", config.db.display());
+    }
     Ok(Found::Yes)
 }
 
@@ -187,6 +197,9 @@ fn run_info(db: &std::path::Path, json: bool) -> Result<Found> {
         Err(e) => e.to_string(),
     };
     let info = database.info()?;
+    for problem in &info.unchanged_runs.problems {
+        eprintln!("pooltag: {}; ignored", escape(problem));
+    }
     let mut out = io::BufWriter::new(io::stdout().lock());
     if json {
         print::info_json(&mut out, &info, &integrity)?;

@@ -61,7 +61,7 @@ pub fn run(config: &MergeConfig) -> Result<MergeSummary> {
         writer.absorb(source, &mine)?;
         taken.extend(mine);
     }
-    let distinct_tags = writer.finish(None)?;
+    let distinct_tags = writer.finish(None)?.distinct_tags;
     let mut hosts: Vec<String> = taken.into_iter().collect();
     hosts.sort();
     Ok(MergeSummary {

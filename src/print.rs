@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::annotate::{self, COLUMN_NAME, Input, Separator, Slot, TagAnswer};
 use crate::extract::Evidence;
 use crate::query::{Collision, FileTag, Found, QueryAnswer, Shown};
-use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredSite};
+use crate::store::{DatabaseInfo, StoredEntry, StoredFile, StoredRun, StoredSite};
 use crate::tag::{Tag, TagPattern};
 use crate::text::escape;
 
@@ -477,6 +477,25 @@ pub fn utc_time(seconds: i64) -> String {
     )
 }
 
+/// One run of `pooltag info`'s lists, on three lines.
+fn run_human(out: &mut impl Write, run: &StoredRun) -> io::Result<()> {
+    writeln!(
+        out,
+        "    {}, {}, pooltag {}, {} ({} s)",
+        escape(&run.host),
+        escape(&run.os),
+        escape(&run.pooltag_version),
+        utc_time(run.started_at),
+        run.finished_at - run.started_at
+    )?;
+    writeln!(out, "      roots: {}", escape(&run.roots.join(", ")))?;
+    writeln!(
+        out,
+        "      {} files seen, {} driver binaries, {} errors",
+        run.files_seen, run.drivers_indexed, run.errors
+    )
+}
+
 /// `pooltag info` for a person.
 pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> io::Result<()> {
     writeln!(out, "pooltag database {}", escape(&info.path))?;
@@ -488,21 +507,23 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
     )?;
     writeln!(out, "  runs:")?;
     for run in &info.runs {
+        run_human(out, run)?;
+    }
+    let unchanged = &info.unchanged_runs;
+    if unchanged.count > 0 {
+        let earlier = unchanged.count - unchanged.runs.len() as u64;
         writeln!(
             out,
-            "    {}, {}, pooltag {}, {} ({} s)",
-            escape(&run.host),
-            escape(&run.os),
-            escape(&run.pooltag_version),
-            utc_time(run.started_at),
-            run.finished_at - run.started_at
+            "  runs since that changed nothing: {}{}",
+            unchanged.count,
+            match earlier {
+                0 => String::new(),
+                n => format!(" (the {n} earliest not shown)"),
+            }
         )?;
-        writeln!(out, "      roots: {}", escape(&run.roots.join(", ")))?;
-        writeln!(
-            out,
-            "      {} files seen, {} driver binaries, {} errors",
-            run.files_seen, run.drivers_indexed, run.errors
-        )?;
+        for run in &unchanged.runs {
+            run_human(out, run)?;
+        }
     }
     writeln!(
         out,
@@ -540,18 +561,17 @@ pub fn info_human(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) ->
 
 /// `pooltag info --json`: one object.
 pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> io::Result<()> {
-    let runs: Vec<serde_json::Value> = info
-        .runs
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "pooltag_version": r.pooltag_version, "host": r.host, "os": r.os,
-                "roots": r.roots, "started_at": r.started_at, "finished_at": r.finished_at,
-                "files_seen": r.files_seen, "drivers_indexed": r.drivers_indexed,
-                "errors": r.errors,
-            })
+    let run_json = |r: &StoredRun| {
+        serde_json::json!({
+            "pooltag_version": r.pooltag_version, "host": r.host, "os": r.os,
+            "roots": r.roots, "started_at": r.started_at, "finished_at": r.finished_at,
+            "files_seen": r.files_seen, "drivers_indexed": r.drivers_indexed,
+            "errors": r.errors,
         })
-        .collect();
+    };
+    let runs: Vec<serde_json::Value> = info.runs.iter().map(run_json).collect();
+    let unchanged_runs: Vec<serde_json::Value> =
+        info.unchanged_runs.runs.iter().map(run_json).collect();
     let machines: serde_json::Map<String, serde_json::Value> = info
         .machines
         .iter()
@@ -576,6 +596,7 @@ pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> 
         "path": info.path, "size": info.size, "schema": info.schema, "integrity": integrity,
         "runs": runs, "files": info.files, "contents": info.contents, "analyses": analyses,
         "machines": machines, "tags": tags, "tag_files": tag_files,
+        "unchanged_runs": unchanged_runs, "unchanged_run_count": info.unchanged_runs.count,
     });
     serde_json::to_writer(&mut *out, &value).map_err(io::Error::from)?;
     writeln!(out)

@@ -420,31 +420,167 @@ fn file_names_reach_the_terminal_escaped_on_stderr_too() {
     );
 }
 
+/// `info --json` as a value.
+fn info_json(s: &Scratch) -> serde_json::Value {
+    serde_json::from_str(&stdout(
+        &s.pooltag(&["info".as_ref(), "--json".as_ref()]).success(),
+    ))
+    .unwrap()
+}
+
+/// The summary's ending for a run that left the database as it was.
+fn left_as_it_was(s: &Scratch) -> String {
+    let db = s.db().display().to_string();
+    format!(
+        "; database {db} left as it was (nothing changed; the run is recorded in \
+         {db}.unchanged-runs)\n"
+    )
+}
+
 #[test]
-fn an_unchanged_run_records_itself_without_piling_up_runs() {
+fn an_unchanged_run_leaves_the_database_as_it_was_and_logs_itself() {
     let s = Scratch::new();
     let root = s.path("root");
     s.put("x64-O2/basic.sys", "root/basic.sys");
     s.put("x86-O2/wrapper.sys", "root/sub/wrapper.sys");
+    fs::write(
+        s.path("root/pooltag.txt"),
+        "Abcd - basic.sys - A test tag\n",
+    )
+    .unwrap();
     s.index(&[&root]).success();
     let before = export_all(&s);
+    let bytes = fs::read(s.db()).unwrap();
+    let modified = fs::metadata(s.db()).unwrap().modified().unwrap();
     for _ in 0..3 {
         let again = s.index(&[&root]).success();
         assert_eq!(
             driver_counts(&again),
             "driver binaries indexed (0 new, 0 changed, 2 unchanged, 0 removed)"
         );
+        assert!(
+            stderr(&again).ends_with(&left_as_it_was(&s)),
+            "{}",
+            stderr(&again)
+        );
     }
+    // Not a byte written: a reader holding the file never sees it change.
+    assert_eq!(fs::read(s.db()).unwrap(), bytes);
+    assert_eq!(fs::metadata(s.db()).unwrap().modified().unwrap(), modified);
     assert_eq!(export_all(&s), before);
-    let info: serde_json::Value = serde_json::from_str(&stdout(
-        &s.pooltag(&["info".as_ref(), "--json".as_ref()]).success(),
-    ))
-    .unwrap();
+    let info = info_json(&s);
     let runs = info["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "{info}");
     assert_eq!(runs[0]["drivers_indexed"], 2);
+    assert_eq!(info["unchanged_run_count"], 3);
+    let unchanged = info["unchanged_runs"].as_array().unwrap();
+    assert_eq!(unchanged.len(), 3, "{info}");
+    for run in unchanged {
+        for same in ["host", "os", "roots", "pooltag_version"] {
+            assert_eq!(run[same], runs[0][same], "{same}: {info}");
+        }
+        assert_eq!(run["files_seen"], 3);
+        assert_eq!(run["drivers_indexed"], 2);
+        assert_eq!(run["errors"], 0);
+    }
     assert_eq!(info["files"], 2);
     assert_eq!(info["integrity"], "ok");
+    let human = stdout(&s.pooltag(&["info".as_ref()]).success());
+    let lines: Vec<&str> = human.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "  runs since that changed nothing: 3")
+        .unwrap_or_else(|| panic!("{human}"));
+    assert_eq!(lines[at + 2], format!("      roots: {}", root.display()));
+    assert_eq!(
+        lines[at + 3],
+        "      3 files seen, 2 driver binaries, 0 errors"
+    );
+}
+
+#[test]
+fn a_changed_tag_file_is_written_and_a_written_database_ends_the_log() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O2/basic.sys", "root/basic.sys");
+    let tag_file = s.path("root/pooltag.txt");
+    fs::write(&tag_file, "Abcd - basic.sys - First words\n").unwrap();
+    s.index(&[&root]).success();
+    s.index(&[&root]).success();
+    let log = s.path("pooltag.db.unchanged-runs");
+    assert!(log.exists());
+    // The same size, the same files: only the line differs.
+    fs::write(&tag_file, "Abcd - basic.sys - Other words\n").unwrap();
+    let again = s.index(&[&root]).success();
+    assert!(
+        stderr(&again).ends_with(&format!("; database {}\n", s.db().display())),
+        "{}",
+        stderr(&again)
+    );
+    assert!(!log.exists());
+    let answer = stdout(&s.pooltag(&["query".as_ref(), "Abcd".as_ref()]).success());
+    assert!(answer.contains("Other words"), "{answer}");
+    assert!(!answer.contains("First words"), "{answer}");
+    let info = info_json(&s);
+    assert_eq!(info["unchanged_run_count"], 0);
+    assert_eq!(info["unchanged_runs"], serde_json::json!([]));
+    // A removed tag file is a change too.
+    fs::remove_file(&tag_file).unwrap();
+    let again = s.index(&[&root]).success();
+    assert!(
+        !stderr(&again).contains("left as it was"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(info_json(&s)["tag_files"], serde_json::json!([]));
+}
+
+#[test]
+fn info_shows_only_the_log_lines_of_the_database_as_it_is() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O2/basic.sys", "root/basic.sys");
+    s.index(&[&root]).success();
+    s.index(&[&root]).success();
+    let log = s.path("pooltag.db.unchanged-runs");
+    let line = fs::read_to_string(&log).unwrap();
+    assert_eq!(line.lines().count(), 1);
+    let other_database = line.replacen("\"size\":", "\"size\":1", 1);
+    let long = format!("{}\n", "x".repeat(1 << 20));
+    let mut text = format!("{line}not json\n{other_database}{long}");
+    for _ in 0..104 {
+        text.push_str(&line);
+    }
+    text.push_str("{\"database\"");
+    fs::write(&log, text).unwrap();
+    let assert = s.pooltag(&["info".as_ref(), "--json".as_ref()]).success();
+    let shown = log.display();
+    assert_eq!(
+        stderr(&assert),
+        format!(
+            "pooltag: {shown}:2: not a run record: expected ident at line 1 column 2; ignored\n\
+             pooltag: {shown}:4: longer than 1048576 bytes; ignored\n\
+             pooltag: {shown}:109: not a run record: EOF while parsing an object at line 1 \
+             column 11; ignored\n"
+        )
+    );
+    let info: serde_json::Value = serde_json::from_str(&stdout(&assert)).unwrap();
+    assert_eq!(info["unchanged_run_count"], 105);
+    assert_eq!(info["unchanged_runs"].as_array().unwrap().len(), 100);
+    let human = stdout(&s.pooltag(&["info".as_ref()]).success());
+    assert!(
+        human.contains("\n  runs since that changed nothing: 105 (the 5 earliest not shown)\n"),
+        "{human}"
+    );
+    // The same bytes, but another file put in its place (written anew: a later modification
+    // time): the log is not its own.
+    let copy = s.path("copy.db");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&copy, fs::read(s.db()).unwrap()).unwrap();
+    fs::rename(&copy, s.db()).unwrap();
+    let info = info_json(&s);
+    assert_eq!(info["unchanged_run_count"], 0);
+    assert_eq!(info["unchanged_runs"], serde_json::json!([]));
 }
 
 #[cfg(unix)]

@@ -74,7 +74,8 @@ impl AtomicFile {
         Ok(())
     }
 
-    /// Makes the finished file durable, then renames it over the target. Whoever wrote it must
+    /// Makes the finished file durable, then renames it over the target (and removes the
+    /// target's log of unchanged runs, which was about the file replaced). Whoever wrote it must
     /// have closed it.
     pub fn commit(mut self) -> Result<()> {
         // Windows flushes only a handle opened for writing.
@@ -101,6 +102,7 @@ impl AtomicFile {
             }
         }
         self.committed = true;
+        super::unchanged::remove(&self.target);
         #[cfg(unix)]
         let _ = File::open(folder_of(&self.target)).and_then(|d| d.sync_all());
         Ok(())

@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod postings;
 mod schema;
 mod spill;
+pub mod unchanged;
 pub mod write;
 
 use std::collections::HashMap;
@@ -158,7 +159,7 @@ fn via_of(text: Option<&str>) -> Option<Vec<Place>> {
 }
 
 /// One run of `pooltag index` (or an index merged in), as recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredRun {
     pub pooltag_version: String,
     pub host: String,
@@ -189,6 +190,8 @@ pub struct DatabaseInfo {
     pub tags: Vec<(Evidence, i64)>,
     /// Tag-file lines by source, as (host, path, lines).
     pub tag_files: Vec<(String, String, i64)>,
+    /// The index runs since the database was written that found nothing to change.
+    pub unchanged_runs: unchanged::UnchangedRuns,
 }
 
 /// An indexed driver file: a path on a host, and what is known of its content.
@@ -424,6 +427,7 @@ impl Database {
             machines,
             tags,
             tag_files,
+            unchanged_runs: unchanged::read(&self.path),
         })
     }
 

@@ -10,8 +10,9 @@
 //!
 //! Reuse: a writer can start from a previous database (attached read-only as `old`). Contents
 //! kept from it keep their ids, so their posting lists are copied as they are (filtered when some
-//! contents went away), and new contents get ids above every old one: an unchanged tree costs
-//! a walk and a copy, not an analysis. Rows are copied in bulk, parents after children, so
+//! contents went away), and new contents get ids above every old one: a changed tree costs
+//! an analysis of what changed, and an unchanged one a walk (nothing is written: see
+//! [`super::unchanged`]). Rows are copied in bulk, parents after children, so
 //! foreign keys are not enforced while building (the tests check them on the result).
 
 use rayon::slice::ParallelSliceMut;
@@ -23,7 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::atomic::AtomicFile;
 use super::spill::Segment;
-use super::{StoredSite, describe, migrate, postings, read_only_uri, via_text};
+use super::{
+    StoredRun, StoredSite, describe, migrate, postings, read_only_uri, unchanged, via_text,
+};
 use crate::error::{Error, Result};
 use crate::extract::version::VersionInfo;
 use crate::extract::{Analysis, Findings};
@@ -58,6 +61,14 @@ pub struct FileRecord {
     pub name: String,
     pub size: u64,
     pub mtime_ns: Option<i64>,
+}
+
+/// How [`IndexWriter::finish`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub distinct_tags: u64,
+    /// False when the run changed nothing and left the database as it was.
+    pub rewritten: bool,
 }
 
 /// Provenance of a run, written when it ends.
@@ -633,25 +644,110 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// Writes the posting lists, the run's provenance, and replaces the target. Returns the
-    /// number of distinct tags.
-    pub fn finish(mut self, run: Option<RunRecord>) -> Result<u64> {
+    /// Writes the posting lists, the run's provenance, and replaces the target; or, when an
+    /// index run found the target as it is, leaves it and records the run in its
+    /// [`unchanged`] log.
+    pub fn finish(mut self, run: Option<RunRecord>) -> Result<Finished> {
         if self.old.is_some() {
             self.point_to_renewed().map_err(|e| self.fail(e))?;
         }
-        if let Some(previous) = self.old.clone()
+        if let Some(run) = &run
+            && self.old.as_deref() == Some(self.file.target())
+            && self.changes_nothing().map_err(|e| self.fail(e))?
+        {
+            return self.finish_unchanged(run);
+        }
+        let distinct_tags = if let Some(previous) = self.old.clone()
             && self.segments.is_empty()
             && self.change_is_small().map_err(|e| self.fail(e))?
         {
-            return self.finish_as_patch(&previous, run);
+            self.finish_as_patch(&previous, run)?
+        } else {
+            self.copy_reused().map_err(|e| self.fail(e))?;
+            self.write_postings().map_err(|e| self.fail(e))?;
+            let distinct_tags = self.write_run(run).map_err(|e| self.fail(e))?;
+            let conn = self.conn.take().expect("connection open until finish");
+            conn.close().map_err(|(_, e)| self.fail(e))?;
+            self.file.commit()?;
+            distinct_tags
+        };
+        Ok(Finished {
+            distinct_tags,
+            rewritten: true,
+        })
+    }
+
+    /// Whether this index run would write what the previous database (the target) holds, its
+    /// provenance aside: no content added or dropped, the same files with the same contents,
+    /// the same tag files with the same lines.
+    fn changes_nothing(&self) -> rusqlite::Result<bool> {
+        if !self.pairs.is_empty() || !self.segments.is_empty() || !self.contents.is_empty() {
+            return Ok(false);
         }
-        self.copy_reused().map_err(|e| self.fail(e))?;
-        self.write_postings().map_err(|e| self.fail(e))?;
-        let distinct_tags = self.write_run(run).map_err(|e| self.fail(e))?;
+        const FILE: &str = "host, path, content_id, name, size, mtime_ns";
+        const LINE: &str = "f.host, f.path, s.line, e.tag, e.binary, e.description";
+        let lines = |schema: &str| {
+            format!(
+                "SELECT {LINE} FROM {schema}.tag_file f \
+                 JOIN {schema}.tag_entry_source s ON s.tag_file_id = f.id \
+                 JOIN {schema}.tag_entry e ON e.id = s.entry_id"
+            )
+        };
+        let same_count = |table: &str| {
+            format!("(SELECT count(*) FROM main.{table}) = (SELECT count(*) FROM old.{table})")
+        };
+        // Equal counts and nothing new on one side: the same rows (each table has a unique key
+        // over the compared columns).
+        self.conn().query_row(
+            &format!(
+                "SELECT (SELECT count(*) FROM temp.reused) = (SELECT count(*) FROM old.content) \
+                 AND {} AND {} AND {} AND {} \
+                 AND NOT EXISTS (SELECT {FILE} FROM main.file EXCEPT SELECT {FILE} FROM old.file) \
+                 AND NOT EXISTS (SELECT host, path FROM main.tag_file \
+                     EXCEPT SELECT host, path FROM old.tag_file) \
+                 AND NOT EXISTS ({} EXCEPT {})",
+                same_count("file"),
+                same_count("tag_file"),
+                same_count("tag_entry"),
+                same_count("tag_entry_source"),
+                lines("main"),
+                lines("old"),
+            ),
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    /// Finishes an index run that changed nothing: the target stays as it is (not a byte
+    /// written, not even the provenance) and the run goes to its log.
+    fn finish_unchanged(mut self, run: &RunRecord) -> Result<Finished> {
+        let conn = self.conn();
+        let distinct_tags = match Tally::read(conn, "old").map_err(|e| self.fail(e))? {
+            Some(tally) => tally.distinct_tags,
+            None => {
+                Tally::count(conn, "old")
+                    .map_err(|e| self.fail(e))?
+                    .distinct_tags
+            }
+        };
         let conn = self.conn.take().expect("connection open until finish");
         conn.close().map_err(|(_, e)| self.fail(e))?;
-        self.file.commit()?;
-        Ok(distinct_tags)
+        let stored = StoredRun {
+            pooltag_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: self.host.clone(),
+            os: run.os.clone(),
+            roots: run.roots.clone(),
+            started_at: run.started_at,
+            finished_at: run.finished_at.max(run.started_at),
+            files_seen: run.files_seen as i64,
+            drivers_indexed: run.drivers_indexed as i64,
+            errors: run.errors as i64,
+        };
+        unchanged::append(self.file.target(), &stored)?;
+        Ok(Finished {
+            distinct_tags: distinct_tags as u64,
+            rewritten: false,
+        })
     }
 
     /// A kept file (of another host, or outside this run's roots) whose content this run
