@@ -4,6 +4,7 @@
 //! Every string of a human output that comes from a driver, a tag file or the database goes
 //! through [`escape`], so that control characters in it are shown, never obeyed by the terminal.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -82,7 +83,7 @@ struct FileItem<'a> {
     evidence: &'static str,
     sites: Vec<SiteItem<'a>>,
     sha256: String,
-    machine: String,
+    machine: Cow<'static, str>,
     company: Option<&'a str>,
     description: Option<&'a str>,
     version: Option<&'a str>,
@@ -143,14 +144,14 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// `x64`, `x86`, `arm64`... from `IMAGE_FILE_MACHINE_*`.
-pub fn machine_name(machine: u16) -> String {
+pub fn machine_name(machine: u16) -> Cow<'static, str> {
     match machine {
-        0x8664 => "x64".to_owned(),
-        0x014c => "x86".to_owned(),
-        0xaa64 => "arm64".to_owned(),
-        0x01c4 => "arm".to_owned(),
-        0x0200 => "ia64".to_owned(),
-        other => format!("{other:#06x}"),
+        0x8664 => "x64".into(),
+        0x014c => "x86".into(),
+        0xaa64 => "arm64".into(),
+        0x01c4 => "arm".into(),
+        0x0200 => "ia64".into(),
+        other => format!("{other:#06x}").into(),
     }
 }
 
@@ -575,7 +576,7 @@ pub fn info_json(out: &mut impl Write, info: &DatabaseInfo, integrity: &str) -> 
     let machines: serde_json::Map<String, serde_json::Value> = info
         .machines
         .iter()
-        .map(|(m, n)| (machine_name(*m), serde_json::json!(n)))
+        .map(|(m, n)| (machine_name(*m).into_owned(), serde_json::json!(n)))
         .collect();
     let tags: serde_json::Map<String, serde_json::Value> = info
         .tags

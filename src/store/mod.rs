@@ -13,6 +13,7 @@ pub mod unchanged;
 pub mod write;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
@@ -657,10 +658,17 @@ impl Database {
             statement.query([json_ids(&wanted)?])
         }
         .map_err(fail)?;
+        files.reserve(wanted.len());
         while let Some(row) = rows.next().map_err(fail)? {
             if wanted.contains(&row.get(0).map_err(fail)?) {
                 let file = stored_file(row).map_err(fail)?;
-                files.entry(file.content_id).or_default().push(file);
+                // Most contents have one file: a first push would make room for four.
+                match files.entry(file.content_id) {
+                    Entry::Occupied(list) => list.into_mut().push(file),
+                    Entry::Vacant(list) => {
+                        list.insert(vec![file]);
+                    }
+                }
             }
         }
         if let Some(id) = wanted.iter().find(|id| !files.contains_key(id)) {
