@@ -743,7 +743,7 @@ fn a_newer_schema_is_refused() {
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
     s.query(&["1Ba1"]).code(2).stderr(format!(
-        "pooltag: {}: made by a newer pooltag (schema 99; this pooltag reads up to schema 4); upgrade pooltag\n",
+        "pooltag: {}: made by a newer pooltag (schema 99; this pooltag reads up to schema 5); upgrade pooltag\n",
         s.db().display()
     ));
 }

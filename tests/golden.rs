@@ -184,7 +184,7 @@ fn read_commands_print_the_committed_outputs() {
     assert_eq!(digests, std::fs::read_to_string(&file).unwrap());
 }
 
-/// A damaged posting list, tag list or evidence level met while streaming an answer is an error
+/// A damaged posting list, tag list or evidence list met while streaming an answer is an error
 /// naming the database, exit status 2, for every read command that reaches it.
 #[test]
 fn damage_met_while_streaming_is_an_error_naming_the_file() {
@@ -195,11 +195,25 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
     let key = u32::from_be_bytes(*b"1Ba2");
     conn.execute_batch(&format!(
         "UPDATE bytes_posting SET content_ids = x'0180' WHERE tag = {key};
-         PRAGMA ignore_check_constraints = 1;
-         UPDATE content_tag SET evidence = 9 WHERE tag = {};",
+         UPDATE evidence_posting SET entries = x'0180' WHERE tag = {};",
         u32::from_be_bytes(*b"1Ba1")
     ))
     .unwrap();
+    // `tags` at the default level reads the content's own evidence list.
+    let table: i64 = conn
+        .query_row(
+            "SELECT content_id FROM file WHERE path LIKE '%x64-O0/table.sys'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE content_evidence SET entries = x'0180' WHERE content_id = ?1",
+            [table],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
     // `tags` reads the content's own list of its tags.
     let basic: i64 = conn
         .query_row(
@@ -216,6 +230,7 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
     drop(conn);
     let shown = db.display().to_string();
     let basic_list = format!("the tag list of content {basic}");
+    let table_list = format!("the evidence list of content {table}");
     for (args, what) in [
         (
             &["query", "--json", "1Ba2"][..],
@@ -223,9 +238,16 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
         ),
         (&["query", "-l", "1Ba2"], "the content list of tag 1Ba2"),
         (&["query", "1Ba2"], "the content list of tag 1Ba2"),
-        (&["query", "--json", "1Ba1"], "an unknown evidence level"),
-        (&["query", "1Ba1"], "an unknown evidence level"),
-        (&["export", "--format", "csv"], "an unknown evidence level"),
+        (
+            &["query", "--json", "1Ba1"],
+            "the evidence list of tag 1Ba1",
+        ),
+        (&["query", "1Ba1"], "the evidence list of tag 1Ba1"),
+        (
+            &["export", "--format", "csv"],
+            "the evidence list of tag 1Ba1",
+        ),
+        (&["tags", "x64-O0/table.sys"], table_list.as_str()),
         (
             &["tags", "--evidence", "bytes", "x64-O2/basic.sys"],
             basic_list.as_str(),

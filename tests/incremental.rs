@@ -181,7 +181,7 @@ fn forward_matches_postings(db: &Path) {
     let counted: (i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM (SELECT tag FROM bytes_posting UNION \
-             SELECT tag FROM content_tag)), (SELECT count(*) FROM bytes_posting)",
+             SELECT tag FROM evidence_posting)), (SELECT count(*) FROM bytes_posting)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -225,7 +225,7 @@ fn info_reports_hosts_counts_and_integrity() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("pooltag database {}", beta.display()));
     assert!(
-        lines[1].ends_with(", schema 4, integrity ok"),
+        lines[1].ends_with(", schema 5, integrity ok"),
         "{}",
         lines[1]
     );

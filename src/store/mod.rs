@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_analysis_and_via.sql"),
     include_str!("../../migrations/0003_content_bytes.sql"),
     include_str!("../../migrations/0004_tally.sql"),
+    include_str!("../../migrations/0005_evidence_posting.sql"),
 ];
 
 /// The schema version this pooltag writes and reads.
@@ -158,6 +159,9 @@ fn via_of(text: Option<&str>) -> Option<Vec<Place>> {
             .collect(),
     )
 }
+
+/// The contents with evidence above bytes for one tag, by id, with the level of each.
+type TagEvidence = Vec<(i64, Evidence)>;
 
 /// One run of `pooltag index` (or an index merged in), as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -385,15 +389,21 @@ impl Database {
             )?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        let stronger: Vec<(i64, i64)> = conn
-            .prepare(
-                "SELECT level, count(*) FROM (SELECT max(evidence) AS level FROM content_tag \
-                 GROUP BY tag) GROUP BY level",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        // Tags by the strongest level of their evidence list.
+        let mut stronger: HashMap<Evidence, i64> = HashMap::new();
+        let mut select = conn.prepare("SELECT entries FROM evidence_posting")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let entries = postings::decode_evidence(row.get_ref(0)?.as_blob()?)
+                .ok_or_else(write::damaged_list)?;
+            if let Some(strongest) = entries.into_iter().map(|(_, level)| level).max() {
+                *stronger.entry(strongest).or_default() += 1;
+            }
+        }
+        drop(rows);
         let bytes_only = count(
-            "SELECT count(*) FROM bytes_posting WHERE tag NOT IN (SELECT tag FROM content_tag)",
+            "SELECT count(*) FROM bytes_posting \
+             WHERE tag NOT IN (SELECT tag FROM evidence_posting)",
         )?;
         let tags = Evidence::ALL
             .into_iter()
@@ -401,10 +411,7 @@ impl Database {
                 let n = if level == Evidence::Bytes {
                     bytes_only
                 } else {
-                    stronger
-                        .iter()
-                        .find(|(l, _)| *l == level as i64)
-                        .map_or(0, |(_, n)| *n)
+                    stronger.get(&level).copied().unwrap_or(0)
                 };
                 (level, n)
             })
@@ -482,7 +489,7 @@ impl Database {
 
     /// Walks every tag key in `low..=high` in key order, calling `each` once per tag found with
     /// its contents (by id) and the strongest evidence of each: the bytes level from the posting
-    /// lists when `bytes`, and the `content_tag` rows at `stronger` or above when given. The two
+    /// lists when `bytes`, and the evidence lists' entries at `stronger` or above when given. The two
     /// tables are both in tag order, so they are merged as they are read: one tag is in memory
     /// at a time, and a walk over every tag of a large index stays small.
     pub fn each_tag(
@@ -503,19 +510,23 @@ impl Database {
         let mut levels = self
             .conn
             .prepare_cached(
-                "SELECT tag, content_id, evidence FROM content_tag \
-                 WHERE tag BETWEEN ?1 AND ?2 AND evidence >= ?3 ORDER BY tag, content_id",
+                "SELECT tag, entries FROM evidence_posting WHERE tag BETWEEN ?1 AND ?2 \
+                 ORDER BY tag",
             )
             .map_err(fail)?;
         // A table not asked for is read over an empty range.
-        let (posting_range, minimum) = (
-            if bytes { (low, high) } else { (1, 0) },
-            stronger.map_or(i64::MAX, |level| level as i64),
-        );
+        let empty = (1, 0);
+        let posting_range = if bytes { (low, high) } else { empty };
+        let (level_range, minimum) = match stronger {
+            Some(level) => ((low, high), level),
+            None => (empty, Evidence::Call),
+        };
         let mut posting_rows = postings
             .query(params![posting_range.0, posting_range.1])
             .map_err(fail)?;
-        let mut level_rows = levels.query(params![low, high, minimum]).map_err(fail)?;
+        let mut level_rows = levels
+            .query(params![level_range.0, level_range.1])
+            .map_err(fail)?;
         let mut next_posting = || -> Result<Option<(u32, Vec<i64>)>> {
             let Some(row) = posting_rows.next().map_err(fail)? else {
                 return Ok(None);
@@ -532,15 +543,25 @@ impl Database {
                 })?;
             Ok(Some((key, ids)))
         };
-        let mut next_level = || -> Result<Option<(u32, i64, Evidence)>> {
-            let Some(row) = level_rows.next().map_err(fail)? else {
-                return Ok(None);
-            };
-            let key = key_of(row.get(0).map_err(fail)?)
-                .ok_or_else(|| self.damaged("a tag key out of range"))?;
-            let evidence = Evidence::from_number(row.get(2).map_err(fail)?)
-                .ok_or_else(|| self.damaged("an unknown evidence level"))?;
-            Ok(Some((key, row.get(1).map_err(fail)?, evidence)))
+        // The next tag with evidence at `minimum` or above, and that evidence.
+        let mut next_level = || -> Result<Option<(u32, TagEvidence)>> {
+            while let Some(row) = level_rows.next().map_err(fail)? {
+                let key = key_of(row.get(0).map_err(fail)?)
+                    .ok_or_else(|| self.damaged("a tag key out of range"))?;
+                let mut entries = row
+                    .get_ref(1)
+                    .and_then(|v| Ok(v.as_blob()?))
+                    .ok()
+                    .and_then(postings::decode_evidence)
+                    .ok_or_else(|| {
+                        self.damaged(&format!("the evidence list of tag {}", Tag::from_key(key)))
+                    })?;
+                entries.retain(|(_, evidence)| *evidence >= minimum);
+                if !entries.is_empty() {
+                    return Ok(Some((key, entries)));
+                }
+            }
+            Ok(None)
         };
         let mut posting = next_posting()?;
         let mut level = next_level()?;
@@ -549,8 +570,8 @@ impl Database {
             let key = match (&posting, &level) {
                 (None, None) => return Ok(()),
                 (Some((p, _)), None) => *p,
-                (None, Some((l, _, _))) => *l,
-                (Some((p, _)), Some((l, _, _))) => (*p).min(*l),
+                (None, Some((l, _))) => *l,
+                (Some((p, _)), Some((l, _))) => (*p).min(*l),
             };
             pairs.clear();
             if let Some((_, ids)) = posting.as_ref().filter(|(p, _)| *p == key) {
@@ -558,8 +579,8 @@ impl Database {
                 posting = next_posting()?;
             }
             let from_postings = pairs.len();
-            while let Some((_, id, evidence)) = level.filter(|(l, _, _)| *l == key) {
-                pairs.push((id, evidence));
+            if let Some((_, entries)) = level.as_ref().filter(|(l, _)| *l == key) {
+                pairs.extend_from_slice(entries);
                 level = next_level()?;
             }
             if from_postings > 0 && pairs.len() > from_postings {
@@ -573,29 +594,11 @@ impl Database {
 
     /// Evidence stronger than bytes for every tag key in `low..=high`: (tag, content id, level).
     pub fn stronger_evidence(&self, low: u32, high: u32) -> Result<Vec<(Tag, i64, Evidence)>> {
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT tag, content_id, evidence FROM content_tag WHERE tag BETWEEN ?1 AND ?2",
-            )
-            .map_err(|e| self.fail(e))?;
-        let rows = statement
-            .query_map(params![low, high], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (key, file_id, level) = row.map_err(|e| self.fail(e))?;
-            let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
-            let evidence = Evidence::from_number(level)
-                .ok_or_else(|| self.damaged("an unknown evidence level"))?;
-            out.push((tag, file_id, evidence));
-        }
+        self.each_tag((low, high), false, Some(Evidence::Data), |tag, pairs| {
+            out.extend(pairs.iter().map(|&(id, evidence)| (tag, id, evidence)));
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -841,20 +844,18 @@ impl Database {
                 strongest.insert(tag, Evidence::Bytes);
             }
         }
-        let mut statement = self
+        // One row, absent for a content without evidence above bytes.
+        let blob: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT tag, evidence FROM content_tag WHERE content_id = ?1")
-            .map_err(|e| self.fail(e))?;
-        let rows = statement
-            .query_map([content_id], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            .prepare_cached("SELECT entries FROM content_evidence WHERE content_id = ?1")
+            .and_then(|mut s| {
+                rusqlite::OptionalExtension::optional(s.query_row([content_id], |r| r.get(0)))
             })
             .map_err(|e| self.fail(e))?;
-        for row in rows {
-            let (key, level) = row.map_err(|e| self.fail(e))?;
+        let entries = postings::decode_evidence(&blob.unwrap_or_default())
+            .ok_or_else(|| self.damaged(&format!("the evidence list of content {content_id}")))?;
+        for (key, evidence) in entries {
             let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
-            let evidence = Evidence::from_number(level)
-                .ok_or_else(|| self.damaged("an unknown evidence level"))?;
             if evidence >= minimum {
                 let entry = strongest.entry(tag).or_insert(evidence);
                 *entry = (*entry).max(evidence);
@@ -970,7 +971,8 @@ mod tests {
                 "bytes_posting",
                 "content",
                 "content_bytes",
-                "content_tag",
+                "content_evidence",
+                "evidence_posting",
                 "file",
                 "run",
                 "site",

@@ -1,6 +1,9 @@
 //! Posting lists: ascending file ids, each stored as the LEB128 varint of its difference from
 //! the previous id (the first from 0). A list read from a database is untrusted: decoding
-//! checks every byte and fails instead of guessing.
+//! checks every byte and fails instead of guessing. Evidence lists (schema 5) are posting lists
+//! of [`evidence_entry`] integers.
+
+use crate::extract::Evidence;
 
 /// Ids a posting list cannot hold: not strictly ascending, or negative.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,10 +133,66 @@ pub fn append(out: &mut Vec<u8>, last: Option<i64>, next: &[u8]) -> Result<i64, 
     Ok(end)
 }
 
+/// An evidence entry (schema 5): a content id or tag key with a level above bytes, as one
+/// integer, `id * 4 + level - 2`, so that a list of them is a posting list ordered by id.
+/// `None` for the bytes level, which has lists of its own, or an id out of range.
+pub fn evidence_entry(id: i64, level: Evidence) -> Option<i64> {
+    let step = level as i64 - Evidence::Data as i64;
+    ((0..4).contains(&step) && (0..1 << 61).contains(&id)).then_some(id * 4 + step)
+}
+
+/// The id and level of an evidence entry. Every entry has one: its two low bits are one of the
+/// four levels above bytes.
+pub fn split_evidence_entry(entry: i64) -> (i64, Evidence) {
+    let level = match entry & 3 {
+        0 => Evidence::Data,
+        1 => Evidence::Code,
+        2 => Evidence::Arg,
+        _ => Evidence::Call,
+    };
+    (entry >> 2, level)
+}
+
+/// The (id, level) pairs of an evidence list, or `None` when it is damaged.
+pub fn decode_evidence(bytes: &[u8]) -> Option<Vec<(i64, Evidence)>> {
+    Ids::new(bytes)
+        .map(|entry| entry.map(split_evidence_entry))
+        .collect::<Result<_, _>>()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_evidence_entry_holds_its_id_and_level() {
+        for level in [
+            Evidence::Data,
+            Evidence::Code,
+            Evidence::Arg,
+            Evidence::Call,
+        ] {
+            let entry = evidence_entry(1234, level).unwrap();
+            assert_eq!(split_evidence_entry(entry), (1234, level));
+        }
+        assert_eq!(evidence_entry(7, Evidence::Data), Some(28));
+        assert_eq!(evidence_entry(7, Evidence::Call), Some(31));
+        assert_eq!(evidence_entry(7, Evidence::Bytes), None);
+        assert_eq!(evidence_entry(-1, Evidence::Code), None);
+        let mut list = Vec::new();
+        encode(&[28, 33, 31 * 4], &mut list).unwrap();
+        assert_eq!(
+            decode_evidence(&list),
+            Some(vec![
+                (7, Evidence::Data),
+                (8, Evidence::Code),
+                (31, Evidence::Data)
+            ])
+        );
+        assert_eq!(decode_evidence(&[0x80]), None);
+    }
 
     #[test]
     fn an_appended_list_is_what_the_joined_ids_encode_to() {

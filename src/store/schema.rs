@@ -9,11 +9,6 @@
 pub const EXPECTED: &[(&str, &str, Option<&str>)] = &[
     (
         "index",
-        "content_tag_by_content",
-        Some(r#"CREATE INDEX content_tag_by_content ON content_tag(content_id)"#),
-    ),
-    (
-        "index",
         "file_by_content",
         Some(r#"CREATE INDEX file_by_content ON file(content_id)"#),
     ),
@@ -73,14 +68,22 @@ pub const EXPECTED: &[(&str, &str, Option<&str>)] = &[
     ),
     (
         "table",
-        "content_tag",
+        "content_evidence",
         Some(
-            r#"CREATE TABLE content_tag (
-    tag INTEGER NOT NULL,
-    content_id INTEGER NOT NULL REFERENCES content(id),
-    evidence INTEGER NOT NULL CHECK (evidence BETWEEN 2 AND 5),
-    PRIMARY KEY (tag, content_id)
-) WITHOUT ROWID"#,
+            r#"CREATE TABLE content_evidence (
+    content_id INTEGER PRIMARY KEY REFERENCES content(id),
+    entries BLOB NOT NULL
+)"#,
+        ),
+    ),
+    (
+        "table",
+        "evidence_posting",
+        Some(
+            r#"CREATE TABLE evidence_posting (
+    tag INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+)"#,
         ),
     ),
     (

@@ -40,6 +40,10 @@ pub const PAIR_BUDGET: usize = 4 << 20;
 /// A SHA-256 digest.
 pub type Sha256 = [u8; 32];
 
+/// Content ids stay below this: an evidence entry (`id * 4 + level - 2`) fits in the 32 bits a
+/// pair keeps for it.
+const MOST_CONTENTS: u32 = 1 << 30;
+
 /// An analysed driver binary content, ready to be stored.
 pub struct ContentRecord {
     pub sha256: Sha256,
@@ -335,14 +339,18 @@ impl IndexWriter {
             return Ok(id);
         }
         let id = self.next_content_id;
-        // Posting lists pair a tag with a 32-bit content id.
-        let pair_id = u32::try_from(id).map_err(|_| {
-            Error::new(format!(
-                "{}: more contents than a pooltag database holds (the previous database is \
-                 unchanged)",
-                self.file.target().display()
-            ))
-        })?;
+        // Posting lists pair a tag with a 32-bit content id, and evidence lists with a 32-bit
+        // entry (the id and two bits of level).
+        let pair_id = u32::try_from(id)
+            .ok()
+            .filter(|id| *id < MOST_CONTENTS)
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "{}: more contents than a pooltag database holds (the previous database is \
+                     unchanged)",
+                    self.file.target().display()
+                ))
+            })?;
         self.insert_content(id, content).map_err(|e| self.fail(e))?;
         self.next_content_id += 1;
         self.contents.insert(content.sha256, id);
@@ -386,16 +394,19 @@ impl IndexWriter {
         postings::encode(&keys, &mut tags).map_err(|_| damaged_list())?;
         conn.prepare_cached("INSERT INTO content_bytes (content_id, tags) VALUES (?1, ?2)")?
             .execute(params![id, tags])?;
-        let mut level = conn.prepare_cached(
-            "INSERT INTO content_tag (tag, content_id, evidence) VALUES (?1, ?2, ?3)",
-        )?;
-        // In key order: appended to `content_tag_by_content`.
-        let mut levels: Vec<(u32, i64)> = (content.findings.levels.iter())
-            .map(|(tag, evidence)| (tag.key(), *evidence as i64))
+        // One row per content, appended in id order; the lists by tag are built from these
+        // rows at the end.
+        let mut entries: Vec<i64> = (content.findings.levels.iter())
+            .filter_map(|(tag, evidence)| postings::evidence_entry(i64::from(tag.key()), *evidence))
             .collect();
-        levels.sort_unstable();
-        for (key, evidence) in levels {
-            level.execute(params![key, id, evidence])?;
+        if !entries.is_empty() {
+            entries.sort_unstable();
+            let mut list = Vec::new();
+            postings::encode(&entries, &mut list).map_err(|_| damaged_list())?;
+            conn.prepare_cached(
+                "INSERT INTO content_evidence (content_id, entries) VALUES (?1, ?2)",
+            )?
+            .execute(params![id, list])?;
         }
         let mut site = conn.prepare_cached(
             "INSERT INTO site (content_id, tag, evidence, api, rva, section, offset, via) \
@@ -551,7 +562,7 @@ impl IndexWriter {
                  c.pe_timestamp, c.signed, c.company, c.description, c.version, c.product, \
                  c.original_filename, c.analysis FROM src.content c \
                  JOIN temp.content_map m ON m.src = c.id WHERE m.new; \
-             DELETE FROM content_tag WHERE content_id IN \
+             DELETE FROM content_evidence WHERE content_id IN \
                  (SELECT id FROM temp.content_map WHERE renew); \
              DELETE FROM site WHERE content_id IN (SELECT id FROM temp.content_map WHERE renew); \
              UPDATE content SET analysis = (SELECT c.analysis FROM src.content c \
@@ -559,8 +570,8 @@ impl IndexWriter {
                  WHERE id IN (SELECT id FROM temp.content_map WHERE renew); \
              INSERT INTO content_bytes SELECT m.id, b.tags FROM src.content_bytes b \
                  JOIN temp.content_map m ON m.src = b.content_id WHERE m.new; \
-             INSERT INTO content_tag SELECT t.tag, m.id, t.evidence FROM src.content_tag t \
-                 JOIN temp.content_map m ON m.src = t.content_id WHERE m.new OR m.renew; \
+             INSERT INTO content_evidence SELECT m.id, e.entries FROM src.content_evidence e \
+                 JOIN temp.content_map m ON m.src = e.content_id WHERE m.new OR m.renew; \
              INSERT INTO site SELECT m.id, s.tag, s.evidence, s.api, s.rva, s.section, s.offset, \
                  s.via FROM src.site s JOIN temp.content_map m ON m.src = s.content_id \
                  WHERE m.new OR m.renew; \
@@ -570,6 +581,21 @@ impl IndexWriter {
                  LEFT JOIN temp.run_map r ON r.src = f.run_id \
                  WHERE f.host IN (SELECT host FROM temp.hosts);",
         )?;
+        // The evidence lists just copied are read at the end, when the source is gone: a
+        // damaged one is named now.
+        let mut copied = conn.prepare(
+            "SELECT e.entries FROM src.content_evidence e \
+             JOIN temp.content_map m ON m.src = e.content_id WHERE m.new OR m.renew",
+        )?;
+        let mut rows = copied.query([])?;
+        while let Some(row) = rows.next()? {
+            let list = row.get_ref(0)?.as_blob()?;
+            postings::Ids::new(list)
+                .try_for_each(|entry| entry.map(drop))
+                .map_err(|_| damaged_list())?;
+        }
+        drop(rows);
+        copied.finalize()?;
         // Posting lists of the new contents, renumbered.
         let new_ids: HashMap<i64, i64> = conn
             .prepare("SELECT src, id FROM temp.content_map WHERE new")?
@@ -629,12 +655,7 @@ impl IndexWriter {
 
     /// Spills the pairs held in memory as one more segment.
     fn write_segment(&mut self) -> Result<()> {
-        let mut pairs = std::mem::take(&mut self.pairs);
-        // Not rayon's parallel sort: its workers may all be waiting for this thread to take
-        // their results, and would never come to help.
-        pairs.sort_unstable();
-        let lists = encoded_lists(&pairs).map(|list| list.map_err(std::io::Error::other));
-        let segment = Segment::write(lists).map_err(|e| {
+        let segment = spill(&mut self.pairs).map_err(|e| {
             Error::new(format!(
                 "{}: a temporary file for posting lists: {e}",
                 std::env::temp_dir().display()
@@ -665,6 +686,7 @@ impl IndexWriter {
         } else {
             self.copy_reused().map_err(|e| self.fail(e))?;
             self.write_postings().map_err(|e| self.fail(e))?;
+            self.write_evidence().map_err(|e| self.fail(e))?;
             let distinct_tags = self.write_run(run).map_err(|e| self.fail(e))?;
             let conn = self.conn.take().expect("connection open until finish");
             conn.close().map_err(|(_, e)| self.fail(e))?;
@@ -765,14 +787,18 @@ impl IndexWriter {
     }
 
     /// Whether the previous database is better patched than rebuilt: the posting lists this run
-    /// touches (its new (tag, content) pairs, and the tags of the previous contents it drops) are
-    /// at most one per 8 previous lists, so that reading and writing them one at a time beats
+    /// touches (its new (tag, content) pairs and evidence, and the tags and evidence of the
+    /// previous contents it drops) are at most one per 8 previous lists, so that reading and writing them one at a time beats
     /// rewriting them all.
     fn change_is_small(&self) -> rusqlite::Result<bool> {
         let conn = self.conn();
+        // Lengths in bytes bound the counts of entries from above.
         let dropped: i64 = conn.query_row(
-            "SELECT coalesce(sum(length(tags)), 0) FROM old.content_bytes \
-             WHERE content_id NOT IN (SELECT id FROM temp.reused)",
+            "SELECT (SELECT coalesce(sum(length(tags)), 0) FROM old.content_bytes \
+                 WHERE content_id NOT IN (SELECT id FROM temp.reused)) \
+             + (SELECT coalesce(sum(length(entries)), 0) FROM old.content_evidence \
+                 WHERE content_id NOT IN (SELECT id FROM temp.reused)) \
+             + (SELECT coalesce(sum(length(entries)), 0) FROM main.content_evidence)",
             [],
             |r| r.get(0),
         )?;
@@ -834,36 +860,12 @@ impl IndexWriter {
              INSERT INTO patched.tag_entry_source SELECT * FROM main.tag_entry_source; \
              INSERT INTO patched.content SELECT * FROM main.content; \
              INSERT INTO patched.content_bytes SELECT * FROM main.content_bytes; \
-             INSERT INTO patched.content_tag SELECT * FROM main.content_tag; \
+             INSERT INTO patched.content_evidence SELECT * FROM main.content_evidence; \
              INSERT INTO patched.site SELECT * FROM main.site; \
              CREATE TEMP TABLE dropped AS SELECT id FROM patched.content \
                  WHERE id NOT IN (SELECT content_id FROM patched.file);",
         )?;
-        let mut select =
-            conn.prepare("SELECT content_ids FROM patched.bytes_posting WHERE tag = ?1")?;
-        let mut upsert = conn.prepare(
-            "INSERT OR REPLACE INTO patched.bytes_posting (tag, content_ids) VALUES (?1, ?2)",
-        )?;
-        let mut delete = conn.prepare("DELETE FROM patched.bytes_posting WHERE tag = ?1")?;
-        let mut blob = Vec::new();
-        let mut rewrite = |key: u32, change: &dyn Fn(&mut Vec<i64>)| -> rusqlite::Result<()> {
-            let mut ids = match select
-                .query_row([key], |r| r.get::<_, Vec<u8>>(0))
-                .optional()?
-            {
-                Some(old) => postings::decode(&old).ok_or_else(damaged_list)?,
-                None => Vec::new(),
-            };
-            change(&mut ids);
-            if ids.is_empty() {
-                delete.execute([key])?;
-            } else {
-                blob.clear();
-                postings::encode(&ids, &mut blob).map_err(|_| damaged_list())?;
-                upsert.execute(params![key, blob])?;
-            }
-            Ok(())
-        };
+        let mut bytes = ListEditor::new(conn, "bytes_posting", "content_ids")?;
         let dropped: Vec<(i64, Vec<u8>)> = conn
             .prepare(
                 "SELECT b.content_id, b.tags FROM patched.content_bytes b \
@@ -875,18 +877,45 @@ impl IndexWriter {
         for (id, tags) in dropped {
             for key in postings::decode(&tags).ok_or_else(damaged_list)? {
                 let key = u32::try_from(key).map_err(|_| damaged_list())?;
-                rewrite(key, &|ids| ids.retain(|other| *other != id))?;
+                bytes.rewrite(key, |ids| ids.retain(|other| *other != id))?;
             }
         }
         // New ids are above every previous one: appended, the lists stay ascending.
         for (key, new) in group_pairs(&pairs) {
-            rewrite(key, &|ids| ids.extend(&new))?;
+            bytes.rewrite(key, |ids| ids.extend(&new))?;
         }
-        drop((select, upsert, delete));
-        // content_tag is keyed by tag first: removing contents scans it, so only when some go.
+        drop(bytes);
+        // The same for the evidence lists: the dropped contents' entries out, the new ones'
+        // (above every previous entry) appended.
+        let mut evidence = ListEditor::new(conn, "evidence_posting", "entries")?;
+        let dropped: Vec<(i64, Vec<u8>)> = conn
+            .prepare(
+                "SELECT e.content_id, e.entries FROM patched.content_evidence e \
+                 JOIN temp.dropped d ON d.id = e.content_id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, entries) in dropped {
+            for (key, _) in postings::decode_evidence(&entries).ok_or_else(damaged_list)? {
+                let key = u32::try_from(key).map_err(|_| damaged_list())?;
+                evidence.rewrite(key, |list| list.retain(|entry| entry >> 2 != id))?;
+            }
+        }
+        let mut added = Vec::new();
+        let mut select = conn.prepare("SELECT content_id, entries FROM main.content_evidence")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            evidence_pairs(row.get(0)?, row.get_ref(1)?.as_blob()?, &mut added)?;
+        }
+        drop(rows);
+        added.sort_unstable();
+        for (key, new) in group_pairs(&added) {
+            evidence.rewrite(key, |list| list.extend(&new))?;
+        }
+        drop((select, evidence));
         if dropped_contents > 0 {
             conn.execute_batch(
-                "DELETE FROM patched.content_tag \
+                "DELETE FROM patched.content_evidence \
                      WHERE content_id IN (SELECT id FROM temp.dropped); \
                  DELETE FROM patched.site WHERE content_id IN (SELECT id FROM temp.dropped); \
                  DELETE FROM patched.content_bytes \
@@ -928,7 +957,7 @@ impl IndexWriter {
         conn.execute_batch(&format!(
             "INSERT INTO content SELECT * FROM old.content {content_filter}; \
              INSERT INTO content_bytes SELECT * FROM old.content_bytes {filter}; \
-             INSERT INTO content_tag SELECT * FROM old.content_tag {filter}; \
+             INSERT INTO content_evidence SELECT * FROM old.content_evidence {filter}; \
              INSERT INTO site SELECT * FROM old.site {filter};"
         ))
     }
@@ -972,16 +1001,9 @@ impl IndexWriter {
         let mut next_old = || -> rusqlite::Result<Option<(u32, Vec<u8>)>> {
             old_rows.as_mut().and_then(Iterator::next).transpose()
         };
-        // This run's lists, in tag order, merged from the segments and the pairs in memory on
-        // a thread of their own while this one inserts.
+        // This run's lists, in tag order, merged from the segments and the pairs in memory.
         let segments = std::mem::take(&mut self.segments);
-        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
-        std::thread::scope(|scope| {
-            scope.spawn(move || merge_lists(pairs, segments, sender));
-            let mut new_lists = Received {
-                receiver,
-                batch: Vec::new().into_iter(),
-            };
+        with_merged_lists(pairs, segments, |new_lists| {
             let mut old_head = next_old()?;
             let mut new_head = new_lists.next().transpose()?;
             let mut blob = Vec::new();
@@ -1032,6 +1054,32 @@ impl IndexWriter {
                 insert.execute(params![key, blob])?;
             }
             Ok(())
+        })
+    }
+
+    /// Builds `evidence_posting` from every content's evidence (`content_evidence`, read in id
+    /// order, so each tag's entries come ascending), through the segments and the merge of the
+    /// bytes level: memory stays within the pair budget however many entries there are.
+    fn write_evidence(&mut self) -> rusqlite::Result<()> {
+        let conn = self.conn.as_ref().expect("connection open until finish");
+        let (mut pairs, mut segments) = (Vec::new(), Vec::new());
+        let mut select =
+            conn.prepare("SELECT content_id, entries FROM content_evidence ORDER BY content_id")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            evidence_pairs(row.get(0)?, row.get_ref(1)?.as_blob()?, &mut pairs)?;
+            if pairs.len() >= self.pair_budget {
+                segments.push(spill(&mut pairs).map_err(spill_error)?);
+            }
+        }
+        drop(rows);
+        let mut insert =
+            conn.prepare("INSERT INTO evidence_posting (tag, entries) VALUES (?1, ?2)")?;
+        with_merged_lists(pairs, segments, |lists| {
+            lists.try_for_each(|list| {
+                let (key, entries) = list?;
+                insert.execute(params![key, entries]).map(drop)
+            })
         })
     }
 
@@ -1158,7 +1206,7 @@ impl Tally {
         let posting_lists = count_posting_lists(conn, schema)?;
         let evidence_only: i64 = conn.query_row(
             &format!(
-                "SELECT count(DISTINCT tag) FROM {schema}.content_tag \
+                "SELECT count(*) FROM {schema}.evidence_posting \
                  WHERE tag NOT IN (SELECT tag FROM {schema}.bytes_posting)"
             ),
             [],
@@ -1216,8 +1264,76 @@ fn create_roots_table(conn: &Connection, roots: &[String]) -> rusqlite::Result<(
     Ok(())
 }
 
+/// Appends to `pairs` the (tag << 32 | entry) pairs of the evidence lists by tag, for the
+/// content `id` whose evidence row holds `entries`.
+fn evidence_pairs(id: i64, entries: &[u8], pairs: &mut Vec<u64>) -> rusqlite::Result<()> {
+    for (key, level) in postings::decode_evidence(entries).ok_or_else(damaged_list)? {
+        let key = u32::try_from(key).map_err(|_| damaged_list())?;
+        let entry = postings::evidence_entry(id, level)
+            .and_then(|entry| u32::try_from(entry).ok())
+            .ok_or_else(too_many_contents)?;
+        pairs.push((u64::from(key) << 32) | u64::from(entry));
+    }
+    Ok(())
+}
+
+/// Rewrites posting lists of the patched copy one tag at a time.
+struct ListEditor<'c> {
+    select: rusqlite::Statement<'c>,
+    upsert: rusqlite::Statement<'c>,
+    delete: rusqlite::Statement<'c>,
+    blob: Vec<u8>,
+}
+
+impl<'c> ListEditor<'c> {
+    /// For the lists of `table` (`bytes_posting`, `evidence_posting`), held in `column`.
+    fn new(conn: &'c Connection, table: &str, column: &str) -> rusqlite::Result<ListEditor<'c>> {
+        Ok(ListEditor {
+            select: conn.prepare(&format!(
+                "SELECT {column} FROM patched.{table} WHERE tag = ?1"
+            ))?,
+            upsert: conn.prepare(&format!(
+                "INSERT OR REPLACE INTO patched.{table} (tag, {column}) VALUES (?1, ?2)"
+            ))?,
+            delete: conn.prepare(&format!("DELETE FROM patched.{table} WHERE tag = ?1"))?,
+            blob: Vec::new(),
+        })
+    }
+
+    /// Changes the list of `key` (an empty one when there is none); a list left empty goes.
+    fn rewrite(&mut self, key: u32, change: impl FnOnce(&mut Vec<i64>)) -> rusqlite::Result<()> {
+        let mut ids = match self
+            .select
+            .query_row([key], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?
+        {
+            Some(old) => postings::decode(&old).ok_or_else(damaged_list)?,
+            None => Vec::new(),
+        };
+        change(&mut ids);
+        if ids.is_empty() {
+            self.delete.execute([key])?;
+        } else {
+            self.blob.clear();
+            postings::encode(&ids, &mut self.blob).map_err(|_| damaged_list())?;
+            self.upsert.execute(params![key, self.blob])?;
+        }
+        Ok(())
+    }
+}
+
+/// The error of a merge whose contents do not all fit the ids an evidence entry holds.
+fn too_many_contents() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some(format!(
+            "more contents than a pooltag database holds ({MOST_CONTENTS})"
+        )),
+    )
+}
+
 /// The error of a posting list that does not decode.
-fn damaged_list() -> rusqlite::Error {
+pub(super) fn damaged_list() -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
         Some("a damaged posting list".to_owned()),
@@ -1428,6 +1544,33 @@ fn spill_error(e: std::io::Error) -> rusqlite::Error {
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
         Some(format!("a temporary file of posting lists: {e}")),
     )
+}
+
+/// Sorts `pairs` and writes them as a segment, leaving `pairs` empty.
+fn spill(pairs: &mut Vec<u64>) -> std::io::Result<Segment> {
+    let mut pairs = std::mem::take(pairs);
+    // Not rayon's parallel sort: its workers may all be waiting for this thread to take their
+    // results, and would never come to help.
+    pairs.sort_unstable();
+    let lists = encoded_lists(&pairs).map(|list| list.map_err(std::io::Error::other));
+    Segment::write(lists)
+}
+
+/// Runs `insert` over the lists of `pairs` and the spilled `segments`, merged in tag order by a
+/// thread of their own while `insert` (on this thread, which owns the connection) stores them.
+fn with_merged_lists(
+    pairs: Vec<u64>,
+    segments: Vec<Segment>,
+    insert: impl FnOnce(&mut Received) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || merge_lists(pairs, segments, sender));
+        insert(&mut Received {
+            receiver,
+            batch: Vec::new().into_iter(),
+        })
+    })
 }
 
 /// Sorted (tag << 32 | id) pairs as encoded posting lists.
