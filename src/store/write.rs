@@ -1322,10 +1322,11 @@ impl<'c> ListEditor<'c> {
     }
 }
 
-/// The error of a merge whose contents do not all fit the ids an evidence entry holds.
+/// The error of a merge whose contents do not all fit the ids an evidence entry holds (not
+/// SQLITE_FULL, which [`describe`] says is a full disk).
 fn too_many_contents() -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
         Some(format!(
             "more contents than a pooltag database holds ({MOST_CONTENTS})"
         )),
