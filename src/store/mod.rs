@@ -528,34 +528,18 @@ impl Database {
             .query(params![level_range.0, level_range.1])
             .map_err(fail)?;
         let mut next_posting = || -> Result<Option<(u32, Vec<i64>)>> {
-            let Some(row) = posting_rows.next().map_err(fail)? else {
-                return Ok(None);
-            };
-            let key = key_of(row.get(0).map_err(fail)?)
-                .ok_or_else(|| self.damaged("a tag key out of range"))?;
-            let ids = row
-                .get_ref(1)
-                .and_then(|v| Ok(v.as_blob()?))
-                .ok()
-                .and_then(postings::decode)
-                .ok_or_else(|| {
-                    self.damaged(&format!("the content list of tag {}", Tag::from_key(key)))
-                })?;
-            Ok(Some((key, ids)))
+            match posting_rows.next().map_err(fail)? {
+                Some(row) => self
+                    .list_row(row, postings::decode, "content list")
+                    .map(Some),
+                None => Ok(None),
+            }
         };
         // The next tag with evidence at `minimum` or above, and that evidence.
         let mut next_level = || -> Result<Option<(u32, TagEvidence)>> {
             while let Some(row) = level_rows.next().map_err(fail)? {
-                let key = key_of(row.get(0).map_err(fail)?)
-                    .ok_or_else(|| self.damaged("a tag key out of range"))?;
-                let mut entries = row
-                    .get_ref(1)
-                    .and_then(|v| Ok(v.as_blob()?))
-                    .ok()
-                    .and_then(postings::decode_evidence)
-                    .ok_or_else(|| {
-                        self.damaged(&format!("the evidence list of tag {}", Tag::from_key(key)))
-                    })?;
+                let (key, mut entries) =
+                    self.list_row(row, postings::decode_evidence, "evidence list")?;
                 entries.retain(|(_, evidence)| *evidence >= minimum);
                 if !entries.is_empty() {
                     return Ok(Some((key, entries)));
@@ -590,6 +574,25 @@ impl Database {
             }
             each(Tag::from_key(key), &pairs)?;
         }
+    }
+
+    /// A (tag, list) row of `bytes_posting` or `evidence_posting`, its list decoded; `what` names
+    /// the list when it is damaged.
+    fn list_row<T>(
+        &self,
+        row: &rusqlite::Row,
+        decode: impl FnOnce(&[u8]) -> Option<T>,
+        what: &str,
+    ) -> Result<(u32, T)> {
+        let key = key_of(row.get(0).map_err(|e| self.fail(e))?)
+            .ok_or_else(|| self.damaged("a tag key out of range"))?;
+        let list = row
+            .get_ref(1)
+            .and_then(|v| Ok(v.as_blob()?))
+            .ok()
+            .and_then(decode)
+            .ok_or_else(|| self.damaged(&format!("the {what} of tag {}", Tag::from_key(key))))?;
+        Ok((key, list))
     }
 
     /// Evidence stronger than bytes for every tag key in `low..=high`: (tag, content id, level).

@@ -866,13 +866,7 @@ impl IndexWriter {
                  WHERE id NOT IN (SELECT content_id FROM patched.file);",
         )?;
         let mut bytes = ListEditor::new(conn, "bytes_posting", "content_ids")?;
-        let dropped: Vec<(i64, Vec<u8>)> = conn
-            .prepare(
-                "SELECT b.content_id, b.tags FROM patched.content_bytes b \
-                 JOIN temp.dropped d ON d.id = b.content_id",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let dropped = dropped_lists(conn, "content_bytes", "tags")?;
         let dropped_contents = dropped.len();
         for (id, tags) in dropped {
             for key in postings::decode(&tags).ok_or_else(damaged_list)? {
@@ -888,14 +882,7 @@ impl IndexWriter {
         // The same for the evidence lists: the dropped contents' entries out, the new ones'
         // (above every previous entry) appended.
         let mut evidence = ListEditor::new(conn, "evidence_posting", "entries")?;
-        let dropped: Vec<(i64, Vec<u8>)> = conn
-            .prepare(
-                "SELECT e.content_id, e.entries FROM patched.content_evidence e \
-                 JOIN temp.dropped d ON d.id = e.content_id",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (id, entries) in dropped {
+        for (id, entries) in dropped_lists(conn, "content_evidence", "entries")? {
             for (key, _) in postings::decode_evidence(&entries).ok_or_else(damaged_list)? {
                 let key = u32::try_from(key).map_err(|_| damaged_list())?;
                 evidence.rewrite(key, |list| list.retain(|entry| entry >> 2 != id))?;
@@ -1275,6 +1262,21 @@ fn evidence_pairs(id: i64, entries: &[u8], pairs: &mut Vec<u64>) -> rusqlite::Re
         pairs.push((u64::from(key) << 32) | u64::from(entry));
     }
     Ok(())
+}
+
+/// The contents a patch drops (`temp.dropped`), each with its own list in `table`
+/// (`content_bytes`, `content_evidence`), held in `column`.
+fn dropped_lists(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+    conn.prepare(&format!(
+        "SELECT x.content_id, x.{column} FROM patched.{table} x \
+         JOIN temp.dropped d ON d.id = x.content_id"
+    ))?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
 }
 
 /// Rewrites posting lists of the patched copy one tag at a time.
