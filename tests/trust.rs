@@ -287,7 +287,68 @@ fn merge_keeps_the_stronger_analysis_in_any_order() {
                 .success(),
         );
         assert!(tags.contains(r#""tag":"1Ba1","#), "{tags}");
+        // Every answer is the code analysis's: none is left of the bytes-only one, whichever
+        // input came first.
+        let evidence = |db: &Path| {
+            stdout(
+                &pooltag()
+                    .arg("--db")
+                    .arg(db)
+                    .args(["export", "--format", "csv", "--evidence", "data"])
+                    .assert()
+                    .success(),
+            )
+        };
+        assert_eq!(evidence(&merged), evidence(&full));
     }
+}
+
+#[test]
+fn a_damaged_evidence_list_is_named_after_the_merge_input_and_changes_nothing() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O0/table.sys", "root/table.sys");
+    let (good, bad, out) = (s.path("good.db"), s.path("bad.db"), s.path("out.db"));
+    for db in [&good, &bad] {
+        pooltag()
+            .arg("--db")
+            .arg(db)
+            .arg("index")
+            .arg(&root)
+            .assert()
+            .success();
+    }
+    pooltag()
+        .arg("--db")
+        .arg(&out)
+        .arg("merge")
+        .arg(&good)
+        .assert()
+        .success();
+    let before = fs::read(&out).unwrap();
+    let conn = rusqlite::Connection::open(&bad).unwrap();
+    let changed = conn
+        .execute("UPDATE content_evidence SET entries = x'0180'", [])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    // The last input is absorbed first (its files win): its content is new there, its list read.
+    let assert = pooltag()
+        .arg("--db")
+        .arg(&out)
+        .arg("merge")
+        .arg(&bad)
+        .assert()
+        .code(2);
+    assert_eq!(
+        stderr(&assert),
+        format!(
+            "pooltag: {}: the database is damaged (truncated or corrupt); rebuild it with \
+             'pooltag index'\n",
+            bad.display()
+        )
+    );
+    assert_eq!(fs::read(&out).unwrap(), before);
 }
 
 #[cfg(unix)]
