@@ -11,7 +11,9 @@
 //! a DriverStore copy and its System32 twin share one analysis. "Analysed before" means by the
 //! same analysis (pooltag's analysis version and `--bytes-only`, the content's [`Analysis`]
 //! fingerprint): anything else is read and analysed again, so that an upgrade of pooltag or a
-//! run without `--bytes-only` reaches every file.
+//! run without `--bytes-only` reaches every file. A run that finds the tree as the database holds
+//! it writes no database at all: its record goes to the log beside it
+//! ([`crate::store::unchanged`]).
 //!
 //! A run replaces what lies under its roots (and the tag files it reads); this host's files
 //! elsewhere and other tag files are kept, unless `--prune`.
