@@ -3,7 +3,7 @@
 //! The data's trip, one module per stage: [`walk`] finds files under the roots, [`read`] reads
 //! each and tells a driver binary from the rest, [`extract`] finds its candidate tags,
 //! [`tagfile`] parses Pooltag.txt, [`store`] writes and reads the SQLite database, [`query`]
-//! answers tag questions from it, and [`print`] shows the answers. [`index`] runs the first
+//! answers tag questions from it, and [`mod@print`] shows the answers. [`index`] runs the first
 //! stages in parallel; [`cli`] turns the command line into a typed [`cli::Command`].
 
 pub mod annotate;

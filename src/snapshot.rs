@@ -224,7 +224,7 @@ pub struct Parsed {
 }
 
 /// Reads a snapshot file of any kind. The warnings (`FILE:LINE: why`, at most
-/// [`MAX_PROBLEMS`] and a count of the rest) are for stderr; a file that is no snapshot is an
+/// `MAX_PROBLEMS` and a count of the rest) are for stderr; a file that is no snapshot is an
 /// error naming it.
 pub fn load(path: &Path) -> Result<(Snapshot, Vec<String>)> {
     let shown = path.display();

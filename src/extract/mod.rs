@@ -3,7 +3,7 @@
 //! - [`bytes`]: every printable four-byte window (the `bytes` level, what findstr finds);
 //! - [`image`]: the PE view the other analyses read (sections, image base, IAT slots);
 //! - [`x86`] and [`arm64`]: call-site analysis of executable sections (`call`, `arg`, `code`);
-//! - [`pending`]: the states those analysers keep for forward branches;
+//! - `pending`: the states those analysers keep for forward branches;
 //! - [`summary`]: which arguments of the image's own functions reach a tag-taking API, so that a
 //!   tag passed to a wrapper is a `call` too;
 //! - [`data`]: 4-byte-aligned printable fields in initialized data (`data`);

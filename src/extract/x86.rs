@@ -332,7 +332,7 @@ struct Analysis<'a, 'data> {
 /// Analyses `code`, the start of `section`, as `bitness`-bit code, into what the image's
 /// analysis collects: the summaries, the addresses the code takes, the findings. Every
 /// instruction is tracked when `track_everything` (needed where the image calls a pool API),
-/// else only the [`Region`]s that may need it.
+/// else only the regions (`Region`) that may need it.
 pub fn analyse(
     image: &Image,
     section: &Section,

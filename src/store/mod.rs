@@ -1,4 +1,4 @@
-//! The SQLite database: its schema and migrations, writing an index ([`write`]), and the reads
+//! The SQLite database: its schema and migrations, writing an index ([`mod@write`]), and the reads
 //! that queries make ([`Database`]).
 //!
 //! A database is one file. It is never changed in place: `pooltag index` builds a new file beside

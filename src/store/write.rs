@@ -3,7 +3,7 @@
 //!
 //! Memory: the bytes level is a posting list per tag, which needs every content's tags before
 //! any list is complete. (tag, content) pairs are collected up to a budget ([`PAIR_BUDGET`] by
-//! default), then sorted and written as one segment to a temporary file ([`super::spill`]); at
+//! default), then sorted and written as one segment to a temporary file (`store::spill`); at
 //! the end the segments and the pairs still in memory are merged in tag order, on a thread of
 //! their own while the connection inserts the merged lists. Memory stays bounded however many
 //! files there are.
