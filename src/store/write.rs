@@ -788,8 +788,8 @@ impl IndexWriter {
 
     /// Whether the previous database is better patched than rebuilt: the posting lists this run
     /// touches (its new (tag, content) pairs and evidence, and the tags and evidence of the
-    /// previous contents it drops) are at most one per 8 previous lists, so that reading and writing them one at a time beats
-    /// rewriting them all.
+    /// previous contents it drops) are at most one per 8 previous lists, so that reading and
+    /// writing them one at a time beats rewriting them all.
     fn change_is_small(&self) -> rusqlite::Result<bool> {
         let conn = self.conn();
         // Lengths in bytes bound the counts of entries from above.
