@@ -403,7 +403,8 @@ pub fn paths(out: &mut impl Write, paths: &[String]) -> io::Result<()> {
 /// The tags of one file for a person: its path and version resource, then one tag per line,
 /// strongest evidence first (then by tag), sites below. The `bytes` level (every printable
 /// four-byte window: hundreds of lines that bury the real tags) is one count line unless
-/// `list_bytes` (`--evidence bytes`) asks for each.
+/// `list_bytes` (`--evidence bytes`) asks for each. `tags` come in tag order, as
+/// [`crate::query::file_tags`] gives them.
 pub fn tags_human(
     out: &mut impl Write,
     file: &StoredFile,
@@ -415,14 +416,14 @@ pub fn tags_human(
     if let Some(line) = metadata_line(file) {
         writeln!(out, "  ({line})")?;
     }
-    let mut ranked: Vec<&FileTag> = tags.iter().collect();
-    ranked.sort_by_key(|t| (std::cmp::Reverse(t.evidence), t.tag));
-    let mut bytes_only = 0usize;
+    // Strongest first, then by tag (`tags` is by tag: a stable sort keeps that order).
+    let mut ranked: Vec<&FileTag> = tags
+        .iter()
+        .filter(|t| t.evidence != Evidence::Bytes || list_bytes)
+        .collect();
+    ranked.sort_by_key(|t| std::cmp::Reverse(t.evidence));
+    let bytes_only = tags.len() - ranked.len();
     for tag in ranked {
-        if tag.evidence == Evidence::Bytes && !list_bytes {
-            bytes_only += 1;
-            continue;
-        }
         writeln!(out, "  {}  {}", tag.tag, tag.evidence.name())?;
         for site in &tag.sites {
             writeln!(out, "{DETAIL_INDENT}{}", describe_site(site))?;

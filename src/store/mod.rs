@@ -827,7 +827,7 @@ impl Database {
         content_id: i64,
         minimum: Evidence,
     ) -> Result<Vec<(Tag, Evidence)>> {
-        let mut strongest: HashMap<Tag, Evidence> = HashMap::new();
+        let mut bytes = Vec::new();
         if minimum == Evidence::Bytes {
             // One row: the content's own list of its bytes-level tags.
             let blob: Option<Vec<u8>> = self
@@ -838,14 +838,7 @@ impl Database {
                 })
                 .map_err(|e| self.fail(e))?;
             let damaged = || self.damaged(&format!("the tag list of content {content_id}"));
-            let keys = postings::decode(&blob.ok_or_else(damaged)?).ok_or_else(damaged)?;
-            for key in keys {
-                let tag = u32::try_from(key)
-                    .ok()
-                    .map(Tag::from_key)
-                    .ok_or_else(|| self.damaged("a tag key out of range"))?;
-                strongest.insert(tag, Evidence::Bytes);
-            }
+            bytes = postings::decode(&blob.ok_or_else(damaged)?).ok_or_else(damaged)?;
         }
         // One row, absent for a content without evidence above bytes.
         let blob: Option<Vec<u8>> = self
@@ -855,17 +848,35 @@ impl Database {
                 rusqlite::OptionalExtension::optional(s.query_row([content_id], |r| r.get(0)))
             })
             .map_err(|e| self.fail(e))?;
-        let entries = postings::decode_evidence(&blob.unwrap_or_default())
+        let mut stronger = postings::decode_evidence(&blob.unwrap_or_default())
             .ok_or_else(|| self.damaged(&format!("the evidence list of content {content_id}")))?;
-        for (key, evidence) in entries {
+        stronger.retain(|(_, evidence)| *evidence >= minimum);
+        // Both lists ascend by tag: merged, each tag once with its strongest level.
+        let mut tags = Vec::with_capacity(bytes.len().max(stronger.len()));
+        let (mut bytes, mut stronger) = (
+            bytes.into_iter().peekable(),
+            stronger.into_iter().peekable(),
+        );
+        loop {
+            let (key, evidence) = match (bytes.peek(), stronger.peek()) {
+                (None, None) => break,
+                (Some(&b), Some(&(s, evidence))) if s <= b => {
+                    stronger.next();
+                    bytes.next_if_eq(&s);
+                    (s, evidence)
+                }
+                (Some(&b), _) => {
+                    bytes.next();
+                    (b, Evidence::Bytes)
+                }
+                (None, Some(&(s, evidence))) => {
+                    stronger.next();
+                    (s, evidence)
+                }
+            };
             let tag = tag_of_key(key).ok_or_else(|| self.damaged("a tag key out of range"))?;
-            if evidence >= minimum {
-                let entry = strongest.entry(tag).or_insert(evidence);
-                *entry = (*entry).max(evidence);
-            }
+            tags.push((tag, evidence));
         }
-        let mut tags: Vec<(Tag, Evidence)> = strongest.into_iter().collect();
-        tags.sort_unstable();
         Ok(tags)
     }
 }
