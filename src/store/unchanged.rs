@@ -43,15 +43,16 @@ struct Line {
     run: StoredRun,
 }
 
-/// What identifies a database file without reading it.
+/// What identifies a database file without reading it: its size and modification time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Fingerprint {
+pub struct Fingerprint {
     size: u64,
     mtime_ns: i64,
 }
 
 impl Fingerprint {
-    fn of(db: &Path) -> std::io::Result<Fingerprint> {
+    /// The fingerprint of the file at `db` now.
+    pub fn of(db: &Path) -> std::io::Result<Fingerprint> {
         let metadata = fs::metadata(db)?;
         let since = metadata
             .modified()?
@@ -71,8 +72,9 @@ pub fn log_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-/// Records `run`, which found `db` as it is, in the log.
-pub fn append(db: &Path, run: &StoredRun) -> Result<()> {
+/// Records in the log of `db` that `run` found the database `checked` identifies (taken when
+/// the run opened it: a database replaced since is not the one the line names).
+pub fn append(db: &Path, checked: Fingerprint, run: &StoredRun) -> Result<()> {
     let log = log_path(db);
     let fail = |e: std::io::Error| {
         Error::new(format!(
@@ -80,9 +82,8 @@ pub fn append(db: &Path, run: &StoredRun) -> Result<()> {
             log.display()
         ))
     };
-    let database = Fingerprint::of(db).map_err(fail)?;
     let mut line = serde_json::to_vec(&Line {
-        database,
+        database: checked,
         run: run.clone(),
     })
     .map_err(|e| fail(e.into()))?;

@@ -136,6 +136,8 @@ pub struct IndexWriter {
     run_id: Option<i64>,
     /// The previous database, attached as `old`.
     old: Option<PathBuf>,
+    /// The fingerprint of the previous database when it was attached.
+    old_fingerprint: Option<unchanged::Fingerprint>,
     /// The id the next new content gets: above every content of the previous database.
     next_content_id: i64,
     /// Contents stored in this run, by SHA-256.
@@ -177,6 +179,7 @@ impl IndexWriter {
             segments: Vec::new(),
             run_id: None,
             old: None,
+            old_fingerprint: None,
             next_content_id: 1,
             contents: HashMap::new(),
         };
@@ -207,6 +210,9 @@ impl IndexWriter {
             return Ok(());
         };
         if let Some(previous) = previous {
+            // Taken before the file is opened: if it is replaced in between, the run checks
+            // the new file against the old fingerprint and logs nothing that shows.
+            self.old_fingerprint = unchanged::Fingerprint::of(previous).ok();
             conn.execute("ATTACH DATABASE ?1 AS old", [read_only_uri(previous)])?;
             self.old = Some(previous.to_owned());
             self.keep_previous(replaced)?;
@@ -673,10 +679,11 @@ impl IndexWriter {
             self.point_to_renewed().map_err(|e| self.fail(e))?;
         }
         if let Some(run) = &run
+            && let Some(checked) = self.old_fingerprint
             && self.old.as_deref() == Some(self.file.target())
             && self.changes_nothing().map_err(|e| self.fail(e))?
         {
-            return self.finish_unchanged(run);
+            return self.finish_unchanged(checked, run);
         }
         let distinct_tags = if let Some(previous) = self.old.clone()
             && self.segments.is_empty()
@@ -742,7 +749,11 @@ impl IndexWriter {
 
     /// Finishes an index run that changed nothing: the target stays as it is (not a byte
     /// written, not even the provenance) and the run goes to its log.
-    fn finish_unchanged(mut self, run: &RunRecord) -> Result<Finished> {
+    fn finish_unchanged(
+        mut self,
+        checked: unchanged::Fingerprint,
+        run: &RunRecord,
+    ) -> Result<Finished> {
         let conn = self.conn();
         let distinct_tags = match Tally::read(conn, "old").map_err(|e| self.fail(e))? {
             Some(tally) => tally.distinct_tags,
@@ -765,7 +776,7 @@ impl IndexWriter {
             drivers_indexed: run.drivers_indexed as i64,
             errors: run.errors as i64,
         };
-        unchanged::append(self.file.target(), &stored)?;
+        unchanged::append(self.file.target(), checked, &stored)?;
         Ok(Finished {
             distinct_tags: distinct_tags as u64,
             rewritten: false,
