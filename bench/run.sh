@@ -55,7 +55,9 @@
 #      instead of exhausting the machine. With $POOLTAG_BEFORE naming another pooltag binary
 #      (say, a build of the main branch), every measurement is also made with it, side by side;
 #   6. prints Markdown tables on stdout and writes them, with the machine and the date, to
-#      bench/results.md (overwritten; with --read-only, only its read-side section). Progress
+#      bench/results.md (overwritten; with --read-only, only its read-side section);
+#   7. unless --read-only, runs bench/write.sh (3 runs, 1 with --quick) for the write side on the
+#      bench corpus, which adds its own section to bench/results.md. Progress
 #      goes to stderr. Targets marked "at 20x" are judged on the 20x copy only (the 1x figure is
 #      for information).
 #
@@ -928,6 +930,9 @@ tbl=$(table)
 
 echo "$tbl"
 log "wrote $results_md"
+# The write side on the bench corpus, into its own section, so that one run measures it all.
+log "the write side on the bench corpus: bench/write.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/write.sh" "$( ((quick)) && echo 1 || echo 3)" || failures=$((failures + 1))
 if ((failures > 0)); then
   log "FAILED: $failures pooltag failure(s) or disagreement(s) with grep -rlF (see the notes in $results_md)"
   exit 1
