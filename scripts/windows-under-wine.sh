@@ -311,6 +311,21 @@ esac
 pass "--db C:\\pt\\test.db index C:\\windows\\system32\\drivers: exit 0, drive_c/pt/test.db exists"
 echo "   $summary2"
 
+# The same tree again: nothing changed, so the database is left as it was and the run logged.
+db_before=$(md5sum <"$WINEPREFIX/drive_c/pt/test.db")
+run index_again --db 'C:\pt\test.db' index 'C:\windows\system32\drivers'
+expect_rc 0 'pooltag.exe --db C:\pt\test.db index C:\windows\system32\drivers, again'
+summary_again=$(grep 'driver binaries indexed' "$last_err" | tail -n1 || true)
+case "$summary_again" in
+  *"; database C:\\pt\\test.db left as it was (nothing changed; the run is recorded in C:\\pt\\test.db.unchanged-runs)") ;;
+  *) fail "index again: the summary does not say the database was left as it was$(show)" ;;
+esac
+[ "$(md5sum <"$WINEPREFIX/drive_c/pt/test.db")" = "$db_before" ] || fail "index again: the database changed"
+run info_again --db 'C:\pt\test.db' info --json
+expect_rc 0 'pooltag.exe --db C:\pt\test.db info --json'
+grep -qF '"unchanged_run_count":1' "$last_out" || fail "info --json does not count the unchanged run$(show)"
+pass "index again, nothing changed: database left byte for byte, info --json counts 1 unchanged run"
+
 # No ROOT on Windows: the driver folders (DriverStore is absent in a Wine prefix, and skipped).
 run index_default --db 'C:\pt\default.db' index
 expect_rc 0 'pooltag.exe --db C:\pt\default.db index (no ROOT)'
