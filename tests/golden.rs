@@ -272,3 +272,67 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
         );
     }
 }
+
+/// Evidence lists that decode but name what is not there (a tag key beyond 32 bits, a content no
+/// file holds) are damage too: an error naming the database, exit 2.
+#[test]
+fn evidence_naming_what_is_not_there_is_an_error_naming_the_file() {
+    use pooltag::store::postings;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pooltag.db");
+    index(&db);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let table: i64 = conn
+        .query_row(
+            "SELECT content_id FROM file WHERE path LIKE '%x64-O0/table.sys'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let list = |entry: i64| {
+        let mut blob = Vec::new();
+        postings::encode(&[entry], &mut blob).unwrap();
+        blob
+    };
+    // A `code` entry for the tag key 2^32, and a `code` entry for content 99999.
+    let changed = conn
+        .execute(
+            "UPDATE content_evidence SET entries = ?1 WHERE content_id = ?2",
+            rusqlite::params![list((1 << 32) * 4 + 1), table],
+        )
+        .unwrap()
+        + conn
+            .execute(
+                "UPDATE evidence_posting SET entries = ?1 WHERE tag = ?2",
+                rusqlite::params![list(99_999 * 4 + 1), u32::from_be_bytes(*b"1Ba1")],
+            )
+            .unwrap();
+    assert_eq!(changed, 2);
+    drop(conn);
+    let shown = db.display().to_string();
+    for (args, what) in [
+        (&["tags", "x64-O0/table.sys"][..], "a tag key out of range"),
+        (
+            &["query", "--json", "1Ba1"],
+            "a tag names content 99999, which no file holds",
+        ),
+    ] {
+        let run = Command::cargo_bin("pooltag")
+            .unwrap()
+            .env_remove("POOLTAG_DB")
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(run.stderr).unwrap();
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "pooltag: {shown}: the database is damaged ({what}); rebuild it with 'pooltag index'\n"
+            ),
+            "{args:?}"
+        );
+    }
+}
