@@ -36,7 +36,7 @@ use crate::read::{FileContent, read_file, read_tag_file};
 use crate::store::write::{
     ContentRecord, FileRecord, IndexWriter, PreviousIndex, Purpose, Replaced, RunRecord, Sha256,
 };
-use crate::store::{Database, path_text};
+use crate::store::{Database, path_text, upgrade};
 use crate::tagfile::{self, TagFile};
 use crate::text::escape;
 use crate::walk::{WalkItem, walk};
@@ -200,7 +200,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     let previous = if config.full {
         None
     } else {
-        reusable(&config.db)
+        reusable(&config.db, config.pair_budget)
     };
     let analysis = Analysis::current(config.analyse_code);
     let root_texts: Vec<String> = config.roots.iter().map(|(_, r)| path_text(r)).collect();
@@ -208,7 +208,7 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     let purpose = Purpose::Index {
         host,
         analysis,
-        previous,
+        previous: previous.as_ref().map(Previous::path),
         replaced: Replaced {
             roots: &root_texts,
             tag_files: &tag_file_texts,
@@ -266,14 +266,46 @@ pub fn run(config: &IndexConfig) -> Result<IndexSummary> {
     Ok(summary)
 }
 
-/// The previous database, when it can be reused: a pooltag database of this schema. Anything
-/// else is rebuilt from scratch (an older schema is thereby upgraded); the new file replaces it.
-fn reusable(db: &Path) -> Option<&Path> {
+/// The previous database of an index run.
+enum Previous<'a> {
+    /// The target itself, of this schema.
+    Target(&'a Path),
+    /// A converted copy of the target, of schema 4 (deleted when dropped).
+    Converted(upgrade::Converted),
+}
+
+impl Previous<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Previous::Target(path) => path,
+            Previous::Converted(converted) => converted.path(),
+        }
+    }
+}
+
+/// The previous database, when it can be reused: a pooltag database of this schema, or of
+/// schema 4 through a converted copy (its analyses are kept). Anything else is rebuilt from
+/// scratch (an older schema is thereby upgraded); the new file replaces it.
+fn reusable(db: &Path, pair_budget: usize) -> Option<Previous<'_>> {
     if !db.is_file() {
         return None; // nothing there yet, or a directory the writer will refuse
     }
-    match Database::open(db) {
-        Ok(_) => Some(db),
+    let refused = match Database::open(db) {
+        Ok(_) => return Some(Previous::Target(db)),
+        Err(e) => e,
+    };
+    match upgrade::convert(db, pair_budget) {
+        Ok(Some(converted)) => {
+            eprintln!(
+                "pooltag: {}: converted from schema 4; its analyses are kept",
+                db.display()
+            );
+            Some(Previous::Converted(converted))
+        }
+        Ok(None) => {
+            eprintln!("pooltag: not reusing the previous database: {refused}");
+            None
+        }
         Err(e) => {
             eprintln!("pooltag: not reusing the previous database: {e}");
             None

@@ -734,3 +734,94 @@ fn two_names_that_read_the_same_are_reported() {
     );
     assert!(lines[1].contains(", 1 errors, "), "{err}");
 }
+
+/// Turns a database of the current schema back into schema 4, as the previous pooltag wrote it:
+/// evidence as `content_tag` rows.
+fn downgrade_to_schema_4(db: &Path) {
+    use pooltag::store::postings;
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let initial = pooltag::store::MIGRATIONS[0];
+    let start = initial.find("CREATE TABLE content_tag").unwrap();
+    let end = start + initial[start..].find(") WITHOUT ROWID;").unwrap() + ") WITHOUT ROWID;".len();
+    conn.execute_batch(&initial[start..end]).unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT content_id, entries FROM content_evidence")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(!rows.is_empty());
+    for (id, entries) in rows {
+        for (key, level) in postings::decode_evidence(&entries).unwrap() {
+            conn.execute(
+                "INSERT INTO content_tag (tag, content_id, evidence) VALUES (?1, ?2, ?3)",
+                rusqlite::params![key, id, level as i64],
+            )
+            .unwrap();
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX content_tag_by_content ON content_tag(content_id); \
+         DROP TABLE evidence_posting; DROP TABLE content_evidence; PRAGMA user_version = 4;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_schema_4_database_is_converted_and_its_analyses_kept() {
+    let s = Scratch::new();
+    let root = s.path("root");
+    s.put("x64-O2/basic.sys", "root/basic.sys");
+    s.put("x64-O0/table.sys", "root/table.sys");
+    s.index(&[&root]).success();
+    let before = export_all(&s);
+    downgrade_to_schema_4(&s.db());
+    // Read commands refuse it, as before: only `index` converts.
+    let refused = s.pooltag(&["query".as_ref(), "1Ba1".as_ref()]).code(2);
+    assert!(
+        stderr(&refused).contains("made by an older pooltag (schema 4)"),
+        "{}",
+        stderr(&refused)
+    );
+    let again = s.index(&[&root]).success();
+    assert!(
+        stderr(&again).starts_with(&format!(
+            "pooltag: {}: converted from schema 4; its analyses are kept\n",
+            s.db().display()
+        )),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        driver_counts(&again),
+        "driver binaries indexed (0 new, 0 changed, 2 unchanged, 0 removed)"
+    );
+    assert_eq!(export_all(&s), before);
+    let info = info_json(&s);
+    assert_eq!(info["schema"], pooltag::store::SCHEMA_VERSION);
+    assert_eq!(info["integrity"], "ok");
+    let leftovers: Vec<String> = fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pooltag"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A schema-4 file holding anything pooltag did not create is not converted: rebuilt.
+    downgrade_to_schema_4(&s.db());
+    let conn = rusqlite::Connection::open(s.db()).unwrap();
+    conn.execute_batch("CREATE TABLE planted (x);").unwrap();
+    drop(conn);
+    let rebuilt = s.index(&[&root]).success();
+    assert!(
+        stderr(&rebuilt).starts_with("pooltag: not reusing the previous database: "),
+        "{}",
+        stderr(&rebuilt)
+    );
+    assert_eq!(
+        driver_counts(&rebuilt),
+        "driver binaries indexed (2 new, 0 changed, 0 unchanged, 0 removed)"
+    );
+    assert_eq!(export_all(&s), before);
+}

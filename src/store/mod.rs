@@ -10,6 +10,7 @@ pub mod postings;
 mod schema;
 mod spill;
 pub mod unchanged;
+pub mod upgrade;
 pub mod write;
 
 use std::collections::HashMap;
@@ -284,11 +285,7 @@ impl Database {
 
     /// A database from another machine is untrusted: nothing in it may run code.
     fn harden(&self) -> rusqlite::Result<()> {
-        self.conn
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
-        self.conn
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
-        Ok(())
+        harden(&self.conn)
     }
 
     fn check_identity(&self) -> Result<()> {
@@ -909,6 +906,13 @@ fn check_header(path: &Path) -> Result<()> {
             page_size * pages
         )));
     }
+    Ok(())
+}
+
+/// Defensive mode on and `trusted_schema` off: nothing in an untrusted file may run code.
+fn harden(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     Ok(())
 }
 

@@ -1055,30 +1055,10 @@ impl IndexWriter {
         })
     }
 
-    /// Builds `evidence_posting` from every content's evidence (`content_evidence`, read in id
-    /// order, so each tag's entries come ascending), through the segments and the merge of the
-    /// bytes level: memory stays within the pair budget however many entries there are.
+    /// Builds `evidence_posting` from every content's evidence (see [`write_evidence_lists`]).
     fn write_evidence(&mut self) -> rusqlite::Result<()> {
         let conn = self.conn.as_ref().expect("connection open until finish");
-        let (mut pairs, mut segments) = (Vec::new(), Vec::new());
-        let mut select =
-            conn.prepare("SELECT content_id, entries FROM content_evidence ORDER BY content_id")?;
-        let mut rows = select.query([])?;
-        while let Some(row) = rows.next()? {
-            evidence_pairs(row.get(0)?, row.get_ref(1)?.as_blob()?, &mut pairs)?;
-            if pairs.len() >= self.pair_budget {
-                segments.push(spill(&mut pairs).map_err(spill_error)?);
-            }
-        }
-        drop(rows);
-        let mut insert =
-            conn.prepare("INSERT INTO evidence_posting (tag, entries) VALUES (?1, ?2)")?;
-        with_merged_lists(pairs, segments, |lists| {
-            lists.try_for_each(|list| {
-                let (key, entries) = list?;
-                insert.execute(params![key, entries]).map(drop)
-            })
-        })
+        write_evidence_lists(conn, self.pair_budget)
     }
 
     /// Records the run's provenance (an index run's), commits, and returns the number of
@@ -1260,6 +1240,31 @@ fn create_roots_table(conn: &Connection, roots: &[String]) -> rusqlite::Result<(
         conn.execute("INSERT INTO temp.roots VALUES (?1, ?2)", [root, &prefix])?;
     }
     Ok(())
+}
+
+/// Fills the empty `evidence_posting` of `conn`'s main database from its `content_evidence`
+/// rows (read in id order, so each tag's entries come ascending), through the segments and the
+/// merge of the bytes level: memory stays within `pair_budget` pairs however many entries there
+/// are.
+pub(super) fn write_evidence_lists(conn: &Connection, pair_budget: usize) -> rusqlite::Result<()> {
+    let (mut pairs, mut segments) = (Vec::new(), Vec::new());
+    let mut select =
+        conn.prepare("SELECT content_id, entries FROM content_evidence ORDER BY content_id")?;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        evidence_pairs(row.get(0)?, row.get_ref(1)?.as_blob()?, &mut pairs)?;
+        if pairs.len() >= pair_budget.max(1) {
+            segments.push(spill(&mut pairs).map_err(spill_error)?);
+        }
+    }
+    drop(rows);
+    let mut insert = conn.prepare("INSERT INTO evidence_posting (tag, entries) VALUES (?1, ?2)")?;
+    with_merged_lists(pairs, segments, |lists| {
+        lists.try_for_each(|list| {
+            let (key, entries) = list?;
+            insert.execute(params![key, entries]).map(drop)
+        })
+    })
 }
 
 /// Appends to `pairs` the (tag << 32 | entry) pairs of the evidence lists by tag, for the
