@@ -50,6 +50,10 @@ pub fn convert(db: &Path, pair_budget: usize) -> Result<Option<Converted>> {
         .map_err(|e| Error::new(format!("{}: {e}", folder.display())))?
         .into_temp_path();
     std::fs::copy(db, &path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+    // The copy is what is converted: checked again, in case the file changed in between.
+    if !is_schema_4(&path)? {
+        return Ok(None);
+    }
     let shown = |e: rusqlite::Error| describe(db, &e);
     let mut conn = Connection::open(&path).map_err(shown)?;
     harden(&conn).map_err(shown)?;
