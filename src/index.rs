@@ -13,7 +13,8 @@
 //! fingerprint): anything else is read and analysed again, so that an upgrade of pooltag or a
 //! run without `--bytes-only` reaches every file. A run that finds the tree as the database holds
 //! it writes no database at all: its record goes to the log beside it
-//! ([`crate::store::unchanged`]).
+//! ([`crate::store::unchanged`]). A previous database of schema 4 is reused through a converted
+//! copy ([`crate::store::upgrade`]); one of any other older schema is rebuilt.
 //!
 //! A run replaces what lies under its roots (and the tag files it reads); this host's files
 //! elsewhere and other tag files are kept, unless `--prune`.
