@@ -184,6 +184,29 @@ fn read_commands_print_the_committed_outputs() {
     assert_eq!(digests, std::fs::read_to_string(&file).unwrap());
 }
 
+/// `pooltag --db DB ARGS` ends with exit status 2 and one line saying the database is damaged
+/// (`what`).
+fn assert_damaged(db: &Path, args: &[&str], what: &str) {
+    let run = Command::cargo_bin("pooltag")
+        .unwrap()
+        .env_remove("POOLTAG_DB")
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(run.stderr).unwrap();
+    assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "pooltag: {}: the database is damaged ({what}); rebuild it with 'pooltag index'\n",
+            db.display()
+        ),
+        "{args:?}"
+    );
+}
+
 /// A damaged posting list, tag list or evidence list met while streaming an answer is an error
 /// naming the database, exit status 2, for every read command that reaches it.
 #[test]
@@ -228,7 +251,6 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
     )
     .unwrap();
     drop(conn);
-    let shown = db.display().to_string();
     let basic_list = format!("the tag list of content {basic}");
     let table_list = format!("the evidence list of content {table}");
     for (args, what) in [
@@ -253,23 +275,7 @@ fn damage_met_while_streaming_is_an_error_naming_the_file() {
             basic_list.as_str(),
         ),
     ] {
-        let run = Command::cargo_bin("pooltag")
-            .unwrap()
-            .env_remove("POOLTAG_DB")
-            .arg("--db")
-            .arg(&db)
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8(run.stderr).unwrap();
-        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(
-            stderr,
-            format!(
-                "pooltag: {shown}: the database is damaged ({what}); rebuild it with 'pooltag index'\n"
-            ),
-            "{args:?}"
-        );
+        assert_damaged(&db, args, what);
     }
 }
 
@@ -309,7 +315,6 @@ fn evidence_naming_what_is_not_there_is_an_error_naming_the_file() {
             .unwrap();
     assert_eq!(changed, 2);
     drop(conn);
-    let shown = db.display().to_string();
     for (args, what) in [
         (&["tags", "x64-O0/table.sys"][..], "a tag key out of range"),
         (
@@ -317,22 +322,6 @@ fn evidence_naming_what_is_not_there_is_an_error_naming_the_file() {
             "a tag names content 99999, which no file holds",
         ),
     ] {
-        let run = Command::cargo_bin("pooltag")
-            .unwrap()
-            .env_remove("POOLTAG_DB")
-            .arg("--db")
-            .arg(&db)
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8(run.stderr).unwrap();
-        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(
-            stderr,
-            format!(
-                "pooltag: {shown}: the database is damaged ({what}); rebuild it with 'pooltag index'\n"
-            ),
-            "{args:?}"
-        );
+        assert_damaged(&db, args, what);
     }
 }

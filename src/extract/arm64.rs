@@ -1924,20 +1924,8 @@ mod tests {
             arch: Arch::Arm64,
             image_base: 0x1_4000_0000,
             sections: vec![
-                Section {
-                    name: ".text".into(),
-                    rva: TEXT,
-                    data: code,
-                    executable: true,
-                    initialized_data: false,
-                },
-                Section {
-                    name: ".rdata".into(),
-                    rva: 0x2000,
-                    data: &rdata,
-                    executable: false,
-                    initialized_data: true,
-                },
+                Section::for_test(".text", TEXT, code),
+                Section::for_test(".rdata", 0x2000, &rdata),
             ],
             imports,
             exported_apis: HashMap::new(),
@@ -2702,20 +2690,8 @@ mod tests {
                 arch: Arch::Arm64,
                 image_base: 0x1_4000_0000,
                 sections: vec![
-                    Section {
-                        name: ".text".into(),
-                        rva: TEXT,
-                        data: &code,
-                        executable: true,
-                        initialized_data: false,
-                    },
-                    Section {
-                        name: ".rdata".into(),
-                        rva: 0x2000,
-                        data: &rdata,
-                        executable: false,
-                        initialized_data: true,
-                    },
+                    Section::for_test(".text", TEXT, &code),
+                    Section::for_test(".rdata", 0x2000, &rdata),
                 ],
                 imports: [
                     (ALLOC, import("KeWaitForSingleObject")),

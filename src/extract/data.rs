@@ -59,13 +59,7 @@ mod tests {
     use crate::extract::Evidence;
 
     fn levels(data: &[u8]) -> Vec<String> {
-        let section = Section {
-            name: ".rdata".to_owned(),
-            rva: 0x2000,
-            data,
-            executable: false,
-            initialized_data: true,
-        };
+        let section = Section::for_test(".rdata", 0x2000, data);
         let mut findings = Findings::default();
         analyse(
             &section,

@@ -57,6 +57,20 @@ pub struct Section<'data> {
     pub initialized_data: bool,
 }
 
+#[cfg(test)]
+impl<'data> Section<'data> {
+    /// A section of a test image: `.text` is code, `.rdata` and `.data` initialized data.
+    pub fn for_test(name: &str, rva: u32, data: &'data [u8]) -> Section<'data> {
+        Section {
+            name: name.into(),
+            rva,
+            data,
+            executable: name == ".text",
+            initialized_data: matches!(name, ".rdata" | ".data"),
+        }
+    }
+}
+
 /// A function imported from a module.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Import {

@@ -102,13 +102,7 @@ mod tests {
         let image = Image {
             arch: Arch::X64,
             image_base: 0x1_4000_0000,
-            sections: vec![Section {
-                name: ".rdata".into(),
-                rva: 0x2000,
-                data: rdata,
-                executable: false,
-                initialized_data: true,
-            }],
+            sections: vec![Section::for_test(".rdata", 0x2000, rdata)],
             imports: HashMap::default(),
             exported_apis: HashMap::default(),
             export_names: Vec::new(),
