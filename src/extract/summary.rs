@@ -108,6 +108,12 @@ impl Summaries {
         self.starts.partition_point(|(r, _, _)| *r < rva)
     }
 
+    /// The RVA of the start at `cursor` (`u32::MAX` past the last): a linear pass at `cursor`
+    /// meets no start before it.
+    pub fn next_start(&self, cursor: usize) -> u32 {
+        self.starts.get(cursor).map_or(u32::MAX, |(rva, _, _)| *rva)
+    }
+
     /// For a linear pass: the start at `rva`, if any, with `cursor` (from
     /// [`Summaries::first_start`]) moved past the starts before `rva`.
     pub fn start_at(&self, cursor: &mut usize, rva: u32) -> Option<Start> {

@@ -29,6 +29,8 @@
 //! register, a memory slot), each argument holding a printable immediate is an `arg` site. Every
 //! 32-bit immediate (and both halves of a 64-bit one) is `code` evidence.
 
+mod brief;
+
 use foldhash::{HashMap, HashMapExt};
 
 use iced_x86::{
@@ -36,6 +38,7 @@ use iced_x86::{
     OpAccess, OpKind, Register,
 };
 
+use self::brief::{Brief, Memory, Operand, Operation, Reg};
 use super::Findings;
 use super::apis::{PoolApi, UNTAGGED, X86TagPlace, pool_api};
 use super::image::{Image, Section};
@@ -101,6 +104,13 @@ impl State {
 
     fn register(&self, register: Register) -> Value {
         gpr_index(register).map_or(Value::Unknown, |i| self.registers[i])
+    }
+
+    fn value(&self, register: Reg) -> Value {
+        match register {
+            Reg::Gpr(i) => self.registers[usize::from(i)],
+            Reg::None | Reg::Other => Value::Unknown,
+        }
     }
 
     fn set_register(&mut self, register: Register, value: Value) {
@@ -366,13 +376,33 @@ pub fn analyse(
     }
     let mut region = Region::default();
     let mut cursor = analysis.cursor;
-    while decoder.can_decode() {
-        let position = decoder.position();
-        decoder.decode_out(&mut instruction);
-        let rva = analysis.rva(instruction.ip()).unwrap_or_default();
+    let mut position = 0;
+    let long_mode = bitness == 64;
+    while position < code.len() {
+        // A tracked region needs iced-x86's decoding; the scan, mostly, only a skim.
+        let mut skim = None;
+        if !region.tracked {
+            let next = analysis.summaries.next_start(cursor);
+            let follows = region.follows(bitness);
+            (position, skim) = skim_quiet((image, code, ip, long_mode), position, next, follows);
+        }
+        let at = ip.wrapping_add(position as u64);
+        if skim.is_none() {
+            if decoder.position() != position {
+                // Within the code: `position` is below its length.
+                let _ = decoder.set_position(position);
+                decoder.set_ip(at);
+            }
+            decoder.decode_out(&mut instruction);
+        }
+        let (length, invalid) = match &skim {
+            Some(skim) => (skim.length, false),
+            None => (instruction.len(), instruction.is_invalid()),
+        };
+        let rva = analysis.rva(at).unwrap_or_default();
         let start = analysis.summaries.start_at(&mut cursor, rva);
         // As in `visit`: a function is not entered at an invalid instruction.
-        if matches!(start, Some(Start::Declared | Start::Called)) && !instruction.is_invalid() {
+        if matches!(start, Some(Start::Declared | Start::Called)) && !invalid {
             analysis.finish(&mut region);
             region = Region {
                 entry: Some(rva),
@@ -380,25 +410,62 @@ pub fn analyse(
                 ..Region::default()
             };
         }
+        let end = position + length;
         if region.tracked {
             analysis.visit(&instruction, &mut info);
-        } else if region.needs_tracking(&instruction, image, bitness) {
-            // Track the region from its start, decoded again up to here.
-            let ip = ip.wrapping_add(region.position as u64);
-            let held = &code[region.position..decoder.position()];
-            let mut again = Decoder::with_ip(bitness, held, ip, DecoderOptions::NONE);
-            while again.can_decode() {
-                analysis.visit(&again.decode(), &mut info);
+        } else if skim.is_none_or(|skim| region.may_need(&skim, &code[position..], bitness)) {
+            let brief = match skim {
+                Some(skim) => skim.brief(&code[position..], at, long_mode),
+                None => Brief::of(&instruction),
+            };
+            if region.needs_tracking(&brief, image, bitness) {
+                // Track the region from its start, decoded again up to here.
+                let _ = decoder.set_position(region.position);
+                decoder.set_ip(ip.wrapping_add(region.position as u64));
+                while decoder.position() < end {
+                    decoder.decode_out(&mut instruction);
+                    analysis.visit(&instruction, &mut info);
+                }
+                region.tracked = true;
+                region.tables.clear();
+            } else if bitness == 32
+                && let Some(table) = brief.memory.and_then(|m| m.x86_table())
+                && let Some(table) = analysis.rva(u64::from(table))
+            {
+                region.tables.push(table);
             }
-            region.tracked = true;
-            region.tables.clear();
-        } else if bitness == 32
-            && let Some(table) = analysis.table(&instruction)
-        {
-            region.tables.push(table);
         }
+        position = end;
     }
     analysis.finish(&mut region);
+}
+
+/// Skims `code` (at `ip` in `image`) from `position` past the instructions that matter to
+/// nothing (`follows`: see [`Region::follows`]) before the function start at RVA `next`: the
+/// commonest case, in a loop (and registers) of its own. Returns where it stopped and the skim
+/// there, none where iced-x86 must decode.
+#[inline(never)]
+fn skim_quiet(
+    (image, code, ip, long_mode): (&Image, &[u8], u64, bool),
+    mut position: usize,
+    next: u32,
+    follows: u8,
+) -> (usize, Option<brief::Skim>) {
+    let rva = |position: usize| {
+        image
+            .rva_of_va(ip.wrapping_add(position as u64))
+            .unwrap_or_default()
+    };
+    let mut skim = brief::skim(&code[position..], long_mode);
+    while let Some(quiet) = skim
+        && quiet.follows & follows == 0
+        && position + quiet.length < code.len()
+        && rva(position) < next
+    {
+        position += quiet.length;
+        skim = brief::skim(&code[position..], long_mode);
+    }
+    (position, skim)
 }
 
 /// Addresses taken that a [`Region`] follows, at most: a region taking more is tracked.
@@ -427,11 +494,37 @@ struct Region {
 }
 
 impl Region {
+    /// Whether a skimmed instruction may need tracking ([`Region::needs_tracking`] tells): a
+    /// `mov` or `push` only from where a taken address may be.
+    fn may_need(&self, skim: &brief::Skim, code: &[u8], bitness: u32) -> bool {
+        match skim.follows & self.follows(bitness) {
+            0 => false,
+            brief::follows::MOVES => match skim.move_source(code) {
+                Operand::Register(bits) => self.taken.iter().any(|t| t.registers & bits != 0),
+                Operand::Memory => self.taken.iter().any(|t| t.stored),
+                Operand::Other => false,
+            },
+            _ => true,
+        }
+    }
+
+    /// What an instruction may matter for, for [`Region::needs_tracking`] to tell (see
+    /// [`brief::follows`]): on x64, table reads and moves only once the region took an address.
+    fn follows(&self, bitness: u32) -> u8 {
+        use brief::follows::*;
+        match bitness {
+            32 => PRINTABLE_IMMEDIATE | INDEXED,
+            _ if self.taken.is_empty() => PRINTABLE_IMMEDIATE | LEA_RIP,
+            _ => PRINTABLE_IMMEDIATE | LEA_RIP | INDEXED | MOVES,
+        }
+    }
+
     /// Whether tracking `instruction` may find something: a printable immediate, or (x64) a
     /// memory operand that may read a table through a taken address (see
     /// [`Analysis::record_table`]: x86 tables need no tracking).
-    fn needs_tracking(&mut self, instruction: &Instruction, image: &Image, bitness: u32) -> bool {
-        if immediates(instruction).any(|value| Tag::from_value(value).is_printable()) {
+    fn needs_tracking(&mut self, brief: &Brief, image: &Image, bitness: u32) -> bool {
+        let printable = |value: &u32| Tag::from_value(*value).is_printable();
+        if brief.immediates.iter().flatten().any(printable) {
             return true;
         }
         if bitness == 32 {
@@ -439,8 +532,10 @@ impl Region {
         }
         // A 4-byte load through a register that may hold a taken address, from a table that
         // matters ([`References::may_matter`]).
-        if let Some(([base, unscaled], displacement)) = x64_table_read(instruction) {
-            let through = register_bit(base) | register_bit(unscaled);
+        if let Some(([base, unscaled], displacement)) =
+            brief.memory.and_then(|m| m.x64_table_read())
+        {
+            let through = base.bit() | unscaled.bit();
             let matters = |taken: &Taken| {
                 taken.registers & through != 0
                     && u32::try_from(i64::from(taken.rva) + displacement)
@@ -452,19 +547,14 @@ impl Region {
         }
         // Where each address may go: as the tracker moves values (see `track_mov`), from a
         // register or a stack slot to a register or a stack slot.
-        let on_stack = instruction.memory_index() == Register::None
-            && matches!(
-                instruction.memory_base().full_register(),
-                Register::RSP | Register::RBP
-            );
-        let (source, destination) = match instruction.mnemonic() {
-            Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
-                let registers = register_bit(instruction.op0_register());
-                let Some(rva) = image.rva_of_va(instruction.ip_rel_memory_address()) else {
+        let on_stack = brief.memory.is_some_and(|m| m.on_stack());
+        let (source, destination) = match brief.operation {
+            Operation::LeaIpRelative { to, address } => {
+                let Some(rva) = image.rva_of_va(address) else {
                     return false;
                 };
                 if let Some(taken) = self.taken.iter_mut().find(|taken| taken.rva == rva) {
-                    taken.registers |= registers;
+                    taken.registers |= to;
                     return false;
                 }
                 if self.taken.len() == MAX_TAKEN {
@@ -472,25 +562,25 @@ impl Region {
                 }
                 self.taken.push(Taken {
                     rva,
-                    registers,
+                    registers: to,
                     stored: false,
                 });
                 return false;
             }
-            Mnemonic::Mov => (1, Some(0)),
-            Mnemonic::Push => (0, None),
+            Operation::Move { from, to } => (from, Some(to)),
+            Operation::Push { from } => (from, None),
+            Operation::Other => return false,
+        };
+        let from = match source {
+            Operand::Register(registers) => Some(registers),
+            Operand::Memory if on_stack => None,
             _ => return false,
         };
-        let from = match instruction.op_kind(source) {
-            OpKind::Register => Some(register_bit(instruction.op_register(source))),
-            OpKind::Memory if on_stack => None,
-            _ => return false,
-        };
-        let to = match destination.map(|n| instruction.op_kind(n)) {
-            Some(OpKind::Register) => Some(register_bit(instruction.op0_register())),
-            Some(OpKind::Memory) if !on_stack => return false,
-            None | Some(OpKind::Memory) => None,
-            Some(_) => return false,
+        let to = match destination {
+            Some(Operand::Register(registers)) => Some(registers),
+            Some(Operand::Memory) if !on_stack => return false,
+            None | Some(Operand::Memory) => None,
+            Some(Operand::Other) => return false,
         };
         for taken in &mut self.taken {
             let held = match from {
@@ -514,11 +604,6 @@ struct Taken {
     rva: u32,
     registers: u16,
     stored: bool,
-}
-
-/// The bit of a general-purpose register (any width), none for any other.
-fn register_bit(register: Register) -> u16 {
-    gpr_index(register).map_or(0, |i| 1 << i)
 }
 
 impl Analysis<'_, '_> {
@@ -670,18 +755,12 @@ impl Analysis<'_, '_> {
 
     /// The table `instruction` reads, if it reads one (see [`Analysis::record_table`]).
     fn table(&self, instruction: &Instruction) -> Option<u32> {
+        let memory = Memory::of(instruction)?;
         if self.convention.bitness == 32 {
-            // A multi-byte `nop [eax+eax*1]` (padding) reads nothing.
-            let table = instruction.memory_index() != Register::None
-                && instruction.memory_base() == Register::None
-                && instruction.memory_index_scale() == 4
-                && instruction.mnemonic() != Mnemonic::Nop;
-            return table
-                .then(|| self.rva(u64::from(instruction.memory_displacement32())))
-                .flatten();
+            return self.rva(u64::from(memory.x86_table()?));
         }
-        let ([base, unscaled], displacement) = x64_table_read(instruction)?;
-        let address = match (self.state.register(base), self.state.register(unscaled)) {
+        let ([base, unscaled], displacement) = memory.x64_table_read()?;
+        let address = match (self.state.value(base), self.state.value(unscaled)) {
             (Value::Address(rva), _) | (_, Value::Address(rva)) => rva,
             _ => return None,
         };
@@ -1077,26 +1156,6 @@ impl Analysis<'_, '_> {
         }
         true
     }
-}
-
-/// An x64 read of a 4-byte element by index (a multi-byte `nop [rax+rax*1]`, padding, reads
-/// nothing): the registers that may hold the table's address (the base, and the index when
-/// unscaled: gcc -O0 scales the other register itself; `Register::None` for none) and the
-/// displacement.
-fn x64_table_read(instruction: &Instruction) -> Option<([Register; 2], i64)> {
-    let index = instruction.memory_index();
-    if index == Register::None
-        || instruction.memory_size().size() != 4
-        || instruction.mnemonic() == Mnemonic::Nop
-    {
-        return None;
-    }
-    let unscaled = match instruction.memory_index_scale() {
-        1 => index,
-        _ => Register::None,
-    };
-    let displacement = instruction.memory_displacement64() as i64;
-    Some(([instruction.memory_base(), unscaled], displacement))
 }
 
 /// The 32-bit immediates of an instruction, both halves of a 64-bit one.
