@@ -275,15 +275,20 @@ pub(crate) fn analyse_image_tracking(
             (section, &section.data[..len])
         })
         .collect();
-    let targets = code.iter().flat_map(|&(section, code)| {
-        let targets: Box<dyn Iterator<Item = _>> = match image.arch {
-            Arch::X86 | Arch::X64 => Box::new(x86::call_targets(image, section, code)),
-            Arch::Arm64 => Box::new(arm64::call_targets(section, code)),
-            Arch::Other => Box::new(std::iter::empty()),
-        };
-        targets
-    });
-    let mut summaries = Summaries::new(image, targets);
+    // One loop per architecture: a call through `dyn Iterator` per target cost more than
+    // finding it.
+    let sections = code.iter();
+    let mut summaries = match image.arch {
+        Arch::X86 | Arch::X64 => Summaries::new(
+            image,
+            sections.flat_map(|&(section, code)| x86::call_targets(image, section, code)),
+        ),
+        Arch::Arm64 => Summaries::new(
+            image,
+            sections.flat_map(|&(section, code)| arm64::call_targets(section, code)),
+        ),
+        Arch::Other => Summaries::new(image, std::iter::empty()),
+    };
     let mut references = References::default();
     for &(section, code) in &code {
         let found = (&mut summaries, &mut references, &mut *findings);

@@ -71,8 +71,16 @@ impl Summaries {
     /// The summaries of `image`'s functions, the image's declared starts and `targets` (RVAs
     /// of direct call and jump targets) known as starts; at most [`MAX_FUNCTION_STARTS`].
     pub fn new(image: &Image, targets: impl IntoIterator<Item = (u32, Start)>) -> Summaries {
-        // Deduplicated as they come, so that a section of call bytes is bounded too.
-        let mut unique: HashMap<u32, Start> = HashMap::new();
+        // Deduplicated as they come, so that a section of call bytes is bounded too. Sized for
+        // a call or jump every 64 bytes of code: growing the map cost as much as filling it.
+        let code: usize = image
+            .sections
+            .iter()
+            .filter(|s| s.executable)
+            .map(|s| s.data.len())
+            .sum();
+        let mut unique: HashMap<u32, Start> =
+            HashMap::with_capacity((code / 64).min(MAX_FUNCTION_STARTS));
         for &rva in image.function_starts.iter().take(MAX_FUNCTION_STARTS) {
             unique.insert(rva, Start::Declared);
         }

@@ -385,6 +385,9 @@ pub fn analyse(
             let next = analysis.summaries.next_start(cursor);
             let follows = region.follows(bitness);
             (position, skim) = skim_quiet((image, code, ip, long_mode), position, next, follows);
+            if position == code.len() {
+                break;
+            }
         }
         let at = ip.wrapping_add(position as u64);
         if skim.is_none() {
@@ -451,16 +454,16 @@ fn skim_quiet(
     next: u32,
     follows: u8,
 ) -> (usize, Option<brief::Skim>) {
-    let rva = |position: usize| {
-        image
-            .rva_of_va(ip.wrapping_add(position as u64))
-            .unwrap_or_default()
-    };
+    // Where the start at `next` is, as `Image::rva_of_va` places it: RVAs run with positions
+    // (but in an image whose addresses wrap: there, every instruction takes the general path).
+    let limit = ip
+        .checked_sub(image.image_base)
+        .filter(|base| base.saturating_add(code.len() as u64) <= u64::from(u32::MAX))
+        .map_or(0, |base| u64::from(next).saturating_sub(base) as usize);
     let mut skim = brief::skim(&code[position..], long_mode);
-    while let Some(quiet) = skim
+    while position < limit
+        && let Some(quiet) = skim
         && quiet.follows & follows == 0
-        && position + quiet.length < code.len()
-        && rva(position) < next
     {
         position += quiet.length;
         skim = brief::skim(&code[position..], long_mode);
