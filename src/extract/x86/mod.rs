@@ -383,20 +383,23 @@ pub fn analyse(
         let mut skim = None;
         if !region.tracked {
             let next = analysis.summaries.next_start(cursor);
-            let follows = region.follows(bitness);
-            (position, skim) = skim_quiet((image, code, ip, long_mode), position, next, follows);
+            (position, skim) = skim_quiet((image, code, ip, bitness), position, next, &region);
             if position == code.len() {
                 break;
             }
         }
         let at = ip.wrapping_add(position as u64);
-        if skim.is_none() {
+        // iced-x86 decodes what the skim leaves to it, and the brief of a briefless form.
+        let decode_here = |decoder: &mut Decoder, instruction: &mut Instruction| {
             if decoder.position() != position {
                 // Within the code: `position` is below its length.
                 let _ = decoder.set_position(position);
                 decoder.set_ip(at);
             }
-            decoder.decode_out(&mut instruction);
+            decoder.decode_out(instruction);
+        };
+        if skim.is_none() {
+            decode_here(&mut decoder, &mut instruction);
         }
         let (length, invalid) = match &skim {
             Some(skim) => (skim.length, false),
@@ -418,8 +421,14 @@ pub fn analyse(
             analysis.visit(&instruction, &mut info);
         } else if skim.is_none_or(|skim| region.may_need(&skim, &code[position..], bitness)) {
             let brief = match skim {
-                Some(skim) => skim.brief(&code[position..], at, long_mode),
                 None => Brief::of(&instruction),
+                Some(skim) => match skim.brief(&code[position..], at, long_mode) {
+                    Some(brief) => brief,
+                    None => {
+                        decode_here(&mut decoder, &mut instruction);
+                        Brief::of(&instruction)
+                    }
+                },
             };
             if region.needs_tracking(&brief, image, bitness) {
                 // Track the region from its start, decoded again up to here.
@@ -443,16 +452,16 @@ pub fn analyse(
     analysis.finish(&mut region);
 }
 
-/// Skims `code` (at `ip` in `image`) from `position` past the instructions that matter to
-/// nothing (`follows`: see [`Region::follows`]) before the function start at RVA `next`: the
+/// Skims `code` (`bitness`-bit, at `ip` in `image`) from `position` past the instructions that
+/// `region` does not need ([`Region::may_need`]) before the function start at RVA `next`: the
 /// commonest case, in a loop (and registers) of its own. Returns where it stopped and the skim
 /// there, none where iced-x86 must decode.
 #[inline(never)]
 fn skim_quiet(
-    (image, code, ip, long_mode): (&Image, &[u8], u64, bool),
+    (image, code, ip, bitness): (&Image, &[u8], u64, u32),
     mut position: usize,
     next: u32,
-    follows: u8,
+    region: &Region,
 ) -> (usize, Option<brief::Skim>) {
     // Where the start at `next` is, as `Image::rva_of_va` places it: RVAs run with positions
     // (but in an image whose addresses wrap: there, every instruction takes the general path).
@@ -460,10 +469,11 @@ fn skim_quiet(
         .checked_sub(image.image_base)
         .filter(|base| base.saturating_add(code.len() as u64) <= u64::from(u32::MAX))
         .map_or(0, |base| u64::from(next).saturating_sub(base) as usize);
+    let long_mode = bitness == 64;
     let mut skim = brief::skim(&code[position..], long_mode);
     while position < limit
         && let Some(quiet) = skim
-        && quiet.follows & follows == 0
+        && !region.may_need(&quiet, &code[position..], bitness)
     {
         position += quiet.length;
         skim = brief::skim(&code[position..], long_mode);
@@ -499,6 +509,7 @@ struct Region {
 impl Region {
     /// Whether a skimmed instruction may need tracking ([`Region::needs_tracking`] tells): a
     /// `mov` or `push` only from where a taken address may be.
+    #[inline(always)]
     fn may_need(&self, skim: &brief::Skim, code: &[u8], bitness: u32) -> bool {
         match skim.follows & self.follows(bitness) {
             0 => false,
