@@ -352,7 +352,24 @@ pub fn analyse(
     }
     let mut region = Region::default();
     let mut cursor = analysis.cursor;
-    for offset in (0..words).map(|i| i * 4) {
+    let end = words * 4;
+    // Where the next function start is, as `Analysis::rva` places it (in a section whose RVAs
+    // wrap, every word takes the general path).
+    let wraps = section.rva.checked_add(end as u32).is_none() || end > u32::MAX as usize;
+    let mut offset = 0;
+    while offset < end {
+        if !region.tracked && !wraps {
+            // The commonest case, in a loop of its own: words no region needs, before the
+            // next function start.
+            let next = analysis.summaries.next_start(cursor);
+            let limit = (next.saturating_sub(section.rva) as usize).min(end);
+            while offset < limit && !may_matter(word_at(offset)) {
+                offset += 4;
+            }
+            if offset == end {
+                break;
+            }
+        }
         let word = word_at(offset);
         let rva = analysis.rva(offset);
         let start = analysis.summaries.start_at(&mut cursor, rva);
@@ -372,9 +389,47 @@ pub fn analyse(
             }
             region.tracked = true;
         }
+        offset += 4;
     }
     analysis.finish(&region);
 }
+
+/// Whether [`Region::needs_tracking`] may need to look at `word`: a table form, a load or
+/// store through sp or x29, or one of the forms it follows (move wide, logical, add or sub
+/// with an immediate, ADR/ADRP, a register move, a literal load). By the word's top byte.
+fn may_matter(word: u32) -> bool {
+    match REGION_CLASSES[(word >> 24) as usize] {
+        NEVER => false,
+        THROUGH_SP_OR_X29 => matches!(reg(word, 5), 29 | 31),
+        _ => true,
+    }
+}
+
+const NEVER: u8 = 0;
+const MAYBE: u8 = 1;
+const THROUGH_SP_OR_X29: u8 = 2;
+
+/// [`may_matter`] by top byte.
+static REGION_CLASSES: [u8; 256] = {
+    let mut classes = [NEVER; 256];
+    let mut top = 0;
+    while top < 256 {
+        classes[top] = match top as u8 {
+            // ADR/ADRP, add/sub (immediate), move wide and logical (immediate): bits 28-24.
+            t if matches!(t & 0x1F, 0x10..=0x12) => MAYBE,
+            // ORR (shifted register), the register move; LDR (literal); the table forms
+            // (LDR Wt, [Xn, Xm, LSL #2] and ADD Xd, Xn, Xm, LSL #2 or UXTW #2).
+            0x2A | 0xAA | 0x18 | 0x58 | 0xB8 | 0x8B => MAYBE,
+            // The other loads and stores `access` reads: LDR/STR (unsigned offset, unscaled,
+            // pre/post-index), LDP/STP.
+            0x38 | 0x39 | 0x78 | 0x79 | 0xB9 | 0xF8 | 0xF9 | 0x28 | 0x29 | 0x68 | 0x69 | 0xA8
+            | 0xA9 | 0xE8 | 0xE9 => THROUGH_SP_OR_X29,
+            _ => NEVER,
+        };
+        top += 1;
+    }
+    classes
+};
 
 /// The code from one function start (declared or called, where the state is cleared) to the
 /// next, in an image that calls no tag-taking API: as for x86 (see `x86::Region`), it is
@@ -1550,6 +1605,43 @@ mod tests {
     use crate::extract::Evidence;
     use crate::extract::image::{Arch, Import};
     use crate::tag::Tag;
+
+    /// A word the region scan skips is one `Region::needs_tracking` would neither follow nor
+    /// be moved by: 4,096 words for each top byte.
+    #[test]
+    fn the_words_skipped_are_none_a_region_looks_at() {
+        let looked_at = |word: u32| {
+            let (indexed, element) = table_forms(word);
+            indexed
+                || element
+                || access(word).is_some_and(|a| a.rn == 31 || a.rn == 29)
+                || matches!(
+                    decode(word),
+                    Op::MoveWide { .. }
+                        | Op::MoveRegister { .. }
+                        | Op::AddSub { .. }
+                        | Op::Logical { .. }
+                        | Op::LoadLiteral { .. }
+                        | Op::Adr { .. }
+                        | Op::Adrp { .. }
+                )
+        };
+        let (mut state, mut skipped) = (0x9E37_79B9u32, 0);
+        for top in 0..=255u32 {
+            for _ in 0..4096 {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let word = top << 24 | state & 0x00FF_FFFF;
+                if !may_matter(word) {
+                    assert!(!looked_at(word), "{word:#010x}");
+                    skipped += 1;
+                }
+            }
+        }
+        // Most of the word space needs no look: the skip is worth its test.
+        assert!(skipped > 700_000, "{skipped}");
+    }
 
     // --- A tiny assembler for the tests; each helper is checked against llvm-mc below. ---
 
