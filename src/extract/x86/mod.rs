@@ -383,10 +383,11 @@ pub fn analyse(
         let mut skim = None;
         if !region.tracked {
             let next = analysis.summaries.next_start(cursor);
-            (position, skim) = skim_quiet((image, code, ip, bitness), position, next, &region);
+            position = skim_quiet((image, code, ip, bitness), position, next, &region);
             if position == code.len() {
                 break;
             }
+            skim = brief::skim(&code[position..], long_mode);
         }
         let at = ip.wrapping_add(position as u64);
         // iced-x86 decodes what the skim leaves to it, and the brief of a briefless form.
@@ -454,15 +455,14 @@ pub fn analyse(
 
 /// Skims `code` (`bitness`-bit, at `ip` in `image`) from `position` past the instructions that
 /// `region` does not need ([`Region::may_need`]) before the function start at RVA `next`: the
-/// commonest case, in a loop (and registers) of its own. Returns where it stopped and the skim
-/// there, none where iced-x86 must decode.
+/// commonest case, in a loop (and registers) of its own. Returns where it stopped.
 #[inline(never)]
 fn skim_quiet(
     (image, code, ip, bitness): (&Image, &[u8], u64, u32),
     mut position: usize,
     next: u32,
     region: &Region,
-) -> (usize, Option<brief::Skim>) {
+) -> usize {
     // Where the start at `next` is, as `Image::rva_of_va` places it: RVAs run with positions
     // (but in an image whose addresses wrap: there, every instruction takes the general path).
     let limit = ip
@@ -470,15 +470,26 @@ fn skim_quiet(
         .filter(|base| base.saturating_add(code.len() as u64) <= u64::from(u32::MAX))
         .map_or(0, |base| u64::from(next).saturating_sub(base) as usize);
     let long_mode = bitness == 64;
-    let mut skim = brief::skim(&code[position..], long_mode);
-    while position < limit
-        && let Some(quiet) = skim
-        && !region.may_need(&quiet, &code[position..], bitness)
-    {
-        position += quiet.length;
-        skim = brief::skim(&code[position..], long_mode);
+    let (lengths, follows) = (brief::lengths(long_mode), region.follows(bitness));
+    while position < limit {
+        // Only the length lives from one instruction to the next: the caller skims again
+        // where this stops.
+        let Some((length, may)) = brief::skim_length(&code[position..], long_mode, lengths) else {
+            break;
+        };
+        match may & follows {
+            0 => {}
+            brief::follows::MOVES => {
+                let skim = brief::skim(&code[position..], long_mode);
+                if skim.is_none_or(|skim| region.may_need(&skim, &code[position..], bitness)) {
+                    break;
+                }
+            }
+            _ => break,
+        }
+        position += length;
     }
-    (position, skim)
+    position
 }
 
 /// Addresses taken that a [`Region`] follows, at most: a region taking more is tracked.
