@@ -745,7 +745,7 @@ const WIDE: u16 = 0x40;
 const IMMEDIATE: u16 = 0x80;
 const VALID: u16 = 0x8000;
 
-/// The [`Lengths`] of x86 (`long_mode` false) or x64 code, worked out once (in about 20 ms)
+/// The [`Lengths`] of x86 (`long_mode` false) or x64 code, worked out once (in a few ms)
 /// from [`skim`] itself: each entry is what `skim` answers for the opcode and ModRM byte under
 /// the SIB bytes and REX prefixes that change it.
 pub(super) fn lengths(long_mode: bool) -> &'static Lengths {
@@ -757,56 +757,70 @@ pub(super) fn lengths(long_mode: bool) -> &'static Lengths {
 impl Lengths {
     fn new(long_mode: bool) -> Box<Lengths> {
         let mut lengths = Box::new(Lengths([0; 1 << 17]));
-        for (index, entry) in lengths.0.iter_mut().enumerate() {
+        let mode = if long_mode { 0b10 } else { 0b01 };
+        for index in 0..1 << 17 {
             let (escape, opcode, modrm) = (index >> 16 == 1, (index >> 8) as u8, index as u8);
+            let form =
+                &FORMS[usize::from(long_mode)][usize::from(escape) << 8 | usize::from(opcode)];
             let is_rex = long_mode && opcode & 0xF0 == 0x40;
-            if !escape && (PREFIX[usize::from(opcode)] || opcode == 0x0F || is_rex) {
+            if form.modes & mode == 0 || PREFIX[usize::from(opcode)] || is_rex {
                 continue;
             }
-            // The skim of the instruction after `rex`, and where the instruction starts.
-            let skim_of = |rex: Option<u8>, sib: u8| {
-                let mut code = Vec::with_capacity(WINDOW);
-                code.extend(rex);
-                code.extend(escape.then_some(0x0F));
-                code.extend([opcode, modrm, sib]);
-                code.resize(WINDOW, 0);
-                skim(&code, long_mode)
-                    .map(|skim| skim.length - usize::from(rex.is_some()))
-                    .zip(skim(&code, long_mode))
-            };
-            let variants = [
-                skim_of(None, 0x00),
-                skim_of(None, 0x05),
-                skim_of(None, 0x24),
-                skim_of(long_mode.then_some(0x48), 0x00),
-                skim_of(long_mode.then_some(0x47), 0x00),
-            ];
-            let [
-                Some((length, plain)),
-                Some((base_5, _)),
-                Some((_, no_index)),
-                Some((wide, _)),
-                Some((other, _)),
-            ] = variants
-            else {
-                continue;
-            };
-            if other != length {
+            // Without a ModRM byte, what follows the opcode is the same for every second byte.
+            if !form.modrm && modrm > 0 {
+                lengths.0[index] = lengths.0[index & !0xFF];
                 continue;
             }
-            let counted =
-                matches!(plain.immediate, Immediate::Z | Immediate::V) && plain.immediate_size >= 4;
-            let opcode_bytes = 1 + usize::from(escape);
-            let flag = |flag: u16, set: bool| if set { flag } else { 0 };
-            *entry = VALID
-                | (length - opcode_bytes) as u16
-                | flag(SIB_BASE, base_5 != length)
-                | flag(SIB_INDEX, plain.follows & follows::INDEXED != 0)
-                | flag(WIDE, wide != length)
-                | flag(IMMEDIATE, counted)
-                | (u16::from(no_index.follows & !follows::INDEXED) << 8);
+            lengths.0[index] = Lengths::entry(long_mode, escape, opcode, modrm);
         }
         lengths
+    }
+
+    /// The entry of an opcode (after the escape 0F when `escape`) and a ModRM byte.
+    fn entry(long_mode: bool, escape: bool, opcode: u8, modrm: u8) -> u16 {
+        // The skim of the instruction after `rex`, and its length without the REX prefix.
+        let skim_of = |rex: Option<u8>, sib: u8| {
+            let mut code = [0u8; WINDOW];
+            let bytes = rex
+                .into_iter()
+                .chain(escape.then_some(0x0F))
+                .chain([opcode, modrm, sib]);
+            for (byte, value) in code.iter_mut().zip(bytes) {
+                *byte = value;
+            }
+            skim(&code, long_mode).map(|skim| (skim.length - usize::from(rex.is_some()), skim))
+        };
+        let variants = [
+            skim_of(None, 0x00),
+            skim_of(None, 0x05),
+            skim_of(None, 0x24),
+            skim_of(long_mode.then_some(0x48), 0x00),
+            skim_of(long_mode.then_some(0x47), 0x00),
+        ];
+        let [
+            Some((length, plain)),
+            Some((base_5, _)),
+            Some((_, no_index)),
+            Some((wide, _)),
+            Some((other, _)),
+        ] = variants
+        else {
+            return 0;
+        };
+        if other != length {
+            return 0;
+        }
+        let counted =
+            matches!(plain.immediate, Immediate::Z | Immediate::V) && plain.immediate_size >= 4;
+        let opcode_bytes = 1 + usize::from(escape);
+        let flag = |flag: u16, set: bool| if set { flag } else { 0 };
+        VALID
+            | (length - opcode_bytes) as u16
+            | flag(SIB_BASE, base_5 != length)
+            | flag(SIB_INDEX, plain.follows & follows::INDEXED != 0)
+            | flag(WIDE, wide != length)
+            | flag(IMMEDIATE, counted)
+            | (u16::from(no_index.follows & !follows::INDEXED) << 8)
     }
 }
 
