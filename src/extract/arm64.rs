@@ -356,12 +356,14 @@ pub fn analyse(
     // Where the next function start is, as `Analysis::rva` places it (in a section whose RVAs
     // wrap, every word takes the general path).
     let wraps = section.rva.checked_add(end as u32).is_none() || end > u32::MAX as usize;
-    let mut offset = 0;
+    let (mut offset, mut entries) = (0, cursor);
     while offset < end {
         if !region.tracked && !wraps {
             // The commonest case, in a loop of its own: words no region needs, before the
-            // next function start.
-            let next = analysis.summaries.next_start(cursor);
+            // next function entered (a jump target changes nothing here).
+            let next = analysis
+                .summaries
+                .next_entry(&mut entries, analysis.rva(offset));
             let limit = (next.saturating_sub(section.rva) as usize).min(end);
             while offset < limit && !may_matter(word_at(offset)) {
                 offset += 4;

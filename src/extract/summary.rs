@@ -116,10 +116,17 @@ impl Summaries {
         self.starts.partition_point(|(r, _, _)| *r < rva)
     }
 
-    /// The RVA of the start at `cursor` (`u32::MAX` past the last): a linear pass at `cursor`
-    /// meets no start before it.
-    pub fn next_start(&self, cursor: usize) -> u32 {
-        self.starts.get(cursor).map_or(u32::MAX, |(rva, _, _)| *rva)
+    /// For a linear pass that only enters functions (where a jump target changes nothing): the
+    /// RVA of the first declared or called start at or after `rva` (`u32::MAX` past the last),
+    /// with `cursor` (from [`Summaries::first_start`]) moved to it.
+    pub fn next_entry(&self, cursor: &mut usize, rva: u32) -> u32 {
+        while let Some((r, start, _)) = self.starts.get(*cursor) {
+            if *r >= rva && *start != Start::Jumped {
+                return *r;
+            }
+            *cursor += 1;
+        }
+        u32::MAX
     }
 
     /// For a linear pass: the start at `rva`, if any, with `cursor` (from

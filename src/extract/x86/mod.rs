@@ -378,11 +378,15 @@ pub fn analyse(
     let mut cursor = analysis.cursor;
     let mut position = 0;
     let long_mode = bitness == 64;
+    let mut entries = cursor;
     while position < code.len() {
         // A tracked region needs iced-x86's decoding; the scan, mostly, only a skim.
         let mut skim = None;
         if !region.tracked {
-            let next = analysis.summaries.next_start(cursor);
+            let rva = analysis
+                .rva(ip.wrapping_add(position as u64))
+                .unwrap_or_default();
+            let next = analysis.summaries.next_entry(&mut entries, rva);
             position = skim_quiet((image, code, ip, bitness), position, next, &region);
             if position == code.len() {
                 break;
@@ -454,7 +458,7 @@ pub fn analyse(
 }
 
 /// Skims `code` (`bitness`-bit, at `ip` in `image`) from `position` past the instructions that
-/// `region` does not need ([`Region::may_need`]) before the function start at RVA `next`: the
+/// `region` does not need ([`Region::may_need`]) before the function entry at RVA `next`: the
 /// commonest case, in a loop (and registers) of its own. Returns where it stopped.
 #[inline(never)]
 fn skim_quiet(
