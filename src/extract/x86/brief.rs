@@ -721,6 +721,49 @@ pub(super) fn skim(code: &[u8], long_mode: bool) -> Option<Skim> {
     })
 }
 
+/// The bit of general-purpose register `number` as an operand of form `opcode` (into
+/// [`FORMS`]) under `rex`: a byte register without REX, 4-7, is ah, ch, dh or bh (rax..rbx).
+fn register_bit(opcode: usize, rex: u8, number: u8) -> u16 {
+    let number = if FORMS[0][opcode].byte && rex == 0 && number >= 4 {
+        number & 3
+    } else {
+        number
+    };
+    1 << number
+}
+
+/// Where a `mov` or `push` of form `opcode` (into [`FORMS`]) takes its value, from its REX
+/// and ModRM bytes.
+fn move_source(opcode: usize, rex: u8, modrm: u8) -> Operand {
+    let register = |number: u8| Operand::Register(register_bit(opcode, rex, number));
+    let rm = match modrm >= 0xC0 {
+        true => register(modrm & 7 | (rex & 1) << 3),
+        false => Operand::Memory,
+    };
+    let reg = (modrm >> 3) & 7;
+    match FORMS[0][opcode].kind {
+        Kind::MoveToRm => register(reg | (rex & 4) << 1),
+        Kind::MoveFromRm => rm,
+        Kind::PushRegister => register((opcode as u8 & 7) | (rex & 1) << 3),
+        Kind::GroupFf if reg == 6 => rm,
+        _ => Operand::Other,
+    }
+}
+
+/// [`Skim::move_source`] of the instruction at the start of `code`, read straight from its
+/// bytes when it has no prefix but REX (the `mov` and `push` forms have no escape).
+pub(super) fn move_source_at(code: &[u8], long_mode: bool) -> Operand {
+    let is_rex = long_mode && code.first().is_some_and(|b| b & 0xF0 == 0x40);
+    let rex = if is_rex { code[0] } else { 0 };
+    let i = usize::from(is_rex);
+    match code.get(i..i + 2) {
+        Some(&[opcode, modrm]) if !PREFIX[usize::from(opcode)] && opcode != 0x0F => {
+            move_source(usize::from(opcode), rex, modrm)
+        }
+        _ => skim(code, long_mode).map_or(Operand::Other, |skim| skim.move_source(code)),
+    }
+}
+
 /// Whether the 32-bit immediate (`size` 4), or either half of the 64-bit one (8), that ends
 /// at `end` in `code` is a printable tag: most are small numbers or addresses, and only a
 /// printable one matters.
@@ -889,36 +932,15 @@ static MODRM_EXTRA: [u8; 256] = {
 };
 
 impl Skim {
-    /// The bit of general-purpose register `number` as an operand of the instruction: a byte
-    /// register without REX, 4-7, is ah, ch, dh or bh (rax..rbx).
+    /// The bit of general-purpose register `number` as an operand of the instruction.
     fn register_bit(&self, number: u8) -> u16 {
-        let form = &FORMS[0][self.opcode];
-        let number = if form.byte && self.rex == 0 && number >= 4 {
-            number & 3
-        } else {
-            number
-        };
-        1 << number
+        register_bit(self.opcode, self.rex, number)
     }
 
     /// Where a `mov` or `push` ([`follows::MOVES`]) at the start of `code` takes its value:
     /// what [`Skim::brief`] would say of it, without decoding the rest.
     pub(super) fn move_source(&self, code: &[u8]) -> Operand {
-        let modrm = code[self.modrm_at];
-        let (rex, reg) = (self.rex, (modrm >> 3) & 7);
-        let rm = match modrm >= 0xC0 {
-            true => Operand::Register(self.register_bit(modrm & 7 | (rex & 1) << 3)),
-            false => Operand::Memory,
-        };
-        match FORMS[0][self.opcode].kind {
-            Kind::MoveToRm => Operand::Register(self.register_bit(reg | (rex & 4) << 1)),
-            Kind::MoveFromRm => rm,
-            Kind::PushRegister => {
-                Operand::Register(self.register_bit((self.opcode as u8 & 7) | (rex & 1) << 3))
-            }
-            Kind::GroupFf if reg == 6 => rm,
-            _ => Operand::Other,
-        }
+        move_source(self.opcode, self.rex, code[self.modrm_at])
     }
 
     /// The [`Brief`] of the skimmed instruction at the start of `code`, at `ip`; none for a
@@ -1122,12 +1144,9 @@ mod tests {
                 Operation::Move { from, .. } | Operation::Push { from } => from,
                 _ => Operand::Other,
             };
-            assert_eq!(
-                skim.move_source(code),
-                source,
-                "{:02x?}",
-                &code[..brief.length]
-            );
+            let shown = &code[..brief.length];
+            assert_eq!(skim.move_source(code), source, "{shown:02x?}");
+            assert_eq!(move_source_at(code, long_mode), source, "{shown:02x?}");
         }
         Some(brief)
     }

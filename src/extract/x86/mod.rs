@@ -484,8 +484,7 @@ fn skim_quiet(
         match may & follows {
             0 => {}
             brief::follows::MOVES => {
-                let skim = brief::skim(&code[position..], long_mode);
-                if skim.is_none_or(|skim| region.may_need(&skim, &code[position..], bitness)) {
+                if region.may_hold(brief::move_source_at(&code[position..], long_mode)) {
                     break;
                 }
             }
@@ -528,12 +527,17 @@ impl Region {
     fn may_need(&self, skim: &brief::Skim, code: &[u8], bitness: u32) -> bool {
         match skim.follows & self.follows(bitness) {
             0 => false,
-            brief::follows::MOVES => match skim.move_source(code) {
-                Operand::Register(bits) => self.taken.iter().any(|t| t.registers & bits != 0),
-                Operand::Memory => self.taken.iter().any(|t| t.stored),
-                Operand::Other => false,
-            },
+            brief::follows::MOVES => self.may_hold(skim.move_source(code)),
             _ => true,
+        }
+    }
+
+    /// Whether `source` (of a `mov` or `push`) may hold an address the region took.
+    fn may_hold(&self, source: Operand) -> bool {
+        match source {
+            Operand::Register(bits) => self.taken.iter().any(|t| t.registers & bits != 0),
+            Operand::Memory => self.taken.iter().any(|t| t.stored),
+            Operand::Other => false,
         }
     }
 
