@@ -44,13 +44,7 @@ fn main() {
             Arch::Arm64 => 2,
             Arch::Other => continue,
         };
-        let code: usize = image
-            .sections
-            .iter()
-            .filter(|s| s.executable)
-            .map(|s| s.data.len())
-            .sum();
-        by_arch[slot].2 += code;
+        by_arch[slot].2 += image.code_size();
         by_arch[slot].1.push(data);
     }
     println!(

@@ -128,6 +128,12 @@ impl<'data> Image<'data> {
         Some(&section.data[offset..end])
     }
 
+    /// The bytes of the executable sections.
+    pub fn code_size(&self) -> usize {
+        let code = self.sections.iter().filter(|s| s.executable);
+        code.map(|s| s.data.len()).sum()
+    }
+
     /// The RVA of a virtual address (an absolute address in x86 code), if it lies in the image.
     pub fn rva_of_va(&self, va: u64) -> Option<u32> {
         u32::try_from(va.checked_sub(self.image_base)?).ok()

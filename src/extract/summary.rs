@@ -73,14 +73,8 @@ impl Summaries {
     pub fn new(image: &Image, targets: impl IntoIterator<Item = (u32, Start)>) -> Summaries {
         // Deduplicated as they come, so that a section of call bytes is bounded too. Sized for
         // a call or jump every 64 bytes of code: growing the map cost as much as filling it.
-        let code: usize = image
-            .sections
-            .iter()
-            .filter(|s| s.executable)
-            .map(|s| s.data.len())
-            .sum();
-        let mut unique: HashMap<u32, Start> =
-            HashMap::with_capacity((code / 64).min(MAX_FUNCTION_STARTS));
+        let capacity = (image.code_size() / 64).min(MAX_FUNCTION_STARTS);
+        let mut unique: HashMap<u32, Start> = HashMap::with_capacity(capacity);
         for &rva in image.function_starts.iter().take(MAX_FUNCTION_STARTS) {
             unique.insert(rva, Start::Declared);
         }
