@@ -1,17 +1,22 @@
 //! What the scan of code that may need no tracking (see `Region`) knows of an instruction,
-//! decoded by pooltag itself for the common integer instructions and by iced-x86 for the rest.
+//! decoded by pooltag itself where it can and by iced-x86 for the rest.
 //!
 //! Most code is only scanned: of the bench corpus's 219 MB of x86 and x64 code, 31 MB are
 //! tracked, and iced-x86's full decoding of every scanned instruction was about half of the
-//! analysis's time. The scan needs an instruction's length and, for a few instructions, its
-//! 32-bit immediates, its memory operand and whether it is a `mov`, a `push` or a RIP-relative
-//! `lea` (a [`Brief`]). [`skim`] finds the length and whether the instruction may matter, for
-//! the one-byte opcodes and the common two-byte integer ones, with the operand-size, segment and
-//! REX prefixes (96.5% of the instructions of the bench corpus); [`Skim::brief`] decodes the
-//! rest of those that may matter. Anything else (another prefix, SSE, x87, VEX, an invalid or
-//! overlong encoding, the last 14 bytes of a section) is left to iced-x86, so that every
-//! instruction boundary and every field is iced-x86's: the tests compare the two on every opcode
-//! and ModRM byte under 13 prefix sets, and on random code.
+//! analysis's time. The scan needs an instruction's length and whether it may matter; for the
+//! few that may, their 32-bit immediates, memory operand and whether they are a `mov`, a `push`
+//! or a RIP-relative `lea` (a [`Brief`]).
+//! - [`skim`] finds the length and whether the instruction may matter for the one-byte opcodes,
+//!   the common two-byte integer ones, SSE (with its mandatory `66`/`F3`/`F2`) and x87, with
+//!   the segment, operand-size and REX prefixes;
+//! - [`skim_length`] answers the same through [`Lengths`], a table by opcode and ModRM byte
+//!   worked out from `skim` (97.6% of the bench corpus's x86 instructions, 94.1% of x64's);
+//! - [`Skim::brief`] decodes the brief of those that may matter, but of SSE and x87 (iced-x86's).
+//!
+//! Anything else (a lock prefix, VEX, a three-byte opcode, an invalid or overlong encoding, the
+//! last 14 bytes of a section: 98 K of the corpus's 60 M instructions) is left to iced-x86, so
+//! that every instruction boundary and every field is iced-x86's: the tests compare the two on
+//! every opcode and ModRM byte under 17 prefix sets and 3 SIB bytes, and on random code.
 
 use std::sync::LazyLock;
 
@@ -1051,11 +1056,11 @@ impl Skim {
         let opcode_register = register((self.opcode as u8 & 7) | (rex & 1) << 3);
         let operation = match kind {
             Kind::MoveToRm => Operation::Move {
-                from: reg_operand,
+                from: self.move_source(code),
                 to: rm_operand,
             },
             Kind::MoveFromRm => Operation::Move {
-                from: rm_operand,
+                from: self.move_source(code),
                 to: reg_operand,
             },
             Kind::MoveImmediateToRm => Operation::Move {
@@ -1078,9 +1083,8 @@ impl Skim {
                 to: 1 << reg,
                 address: memory.map_or(0, |m| m.displacement),
             },
-            Kind::PushRegister if form.modrm => Operation::Push { from: rm_operand },
             Kind::PushRegister => Operation::Push {
-                from: opcode_register,
+                from: self.move_source(code),
             },
             Kind::PushImmediate => Operation::Push {
                 from: Operand::Other,

@@ -424,7 +424,11 @@ pub fn analyse(
         let end = position + length;
         if region.tracked {
             analysis.visit(&instruction, &mut info);
-        } else if skim.is_none_or(|skim| region.may_need(&skim, &code[position..], bitness)) {
+        } else if skim.is_none_or(|skim| {
+            region.may_need(skim.follows, bitness, || {
+                skim.move_source(&code[position..])
+            })
+        }) {
             let brief = match skim {
                 None => Brief::of(&instruction),
                 Some(skim) => match skim.brief(&code[position..], at, long_mode) {
@@ -474,21 +478,16 @@ fn skim_quiet(
         .filter(|base| base.saturating_add(code.len() as u64) <= u64::from(u32::MAX))
         .map_or(0, |base| u64::from(next).saturating_sub(base) as usize);
     let long_mode = bitness == 64;
-    let (lengths, follows) = (brief::lengths(long_mode), region.follows(bitness));
+    let lengths = brief::lengths(long_mode);
     while position < limit {
         // Only the length lives from one instruction to the next: the caller skims again
         // where this stops.
-        let Some((length, may)) = brief::skim_length(&code[position..], long_mode, lengths) else {
+        let here = &code[position..];
+        let Some((length, follows)) = brief::skim_length(here, long_mode, lengths) else {
             break;
         };
-        match may & follows {
-            0 => {}
-            brief::follows::MOVES => {
-                if region.may_hold(brief::move_source_at(&code[position..], long_mode)) {
-                    break;
-                }
-            }
-            _ => break,
+        if region.may_need(follows, bitness, || brief::move_source_at(here, long_mode)) {
+            break;
         }
         position += length;
     }
@@ -521,13 +520,14 @@ struct Region {
 }
 
 impl Region {
-    /// Whether a skimmed instruction may need tracking ([`Region::needs_tracking`] tells): a
-    /// `mov` or `push` only from where a taken address may be.
+    /// Whether a skimmed instruction that may matter for `follows` (see [`brief::follows`])
+    /// may need tracking ([`Region::needs_tracking`] tells): a `mov` or `push` only from where
+    /// a taken address may be (`source`, asked only then).
     #[inline(always)]
-    fn may_need(&self, skim: &brief::Skim, code: &[u8], bitness: u32) -> bool {
-        match skim.follows & self.follows(bitness) {
+    fn may_need(&self, follows: u8, bitness: u32, source: impl FnOnce() -> Operand) -> bool {
+        match follows & self.follows(bitness) {
             0 => false,
-            brief::follows::MOVES => self.may_hold(skim.move_source(code)),
+            brief::follows::MOVES => self.may_hold(source()),
             _ => true,
         }
     }
@@ -552,8 +552,8 @@ impl Region {
         }
     }
 
-    /// Whether tracking `instruction` may find something: a printable immediate, or (x64) a
-    /// memory operand that may read a table through a taken address (see
+    /// Whether tracking the instruction of `brief` may find something: a printable immediate,
+    /// or (x64) a memory operand that may read a table through a taken address (see
     /// [`Analysis::record_table`]: x86 tables need no tracking).
     fn needs_tracking(&mut self, brief: &Brief, image: &Image, bitness: u32) -> bool {
         let printable = |value: &u32| Tag::from_value(*value).is_printable();
